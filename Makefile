@@ -1,0 +1,89 @@
+# aios-host — every target is idempotent; `make run` and `make test` work on a fresh Debian 12 host.
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+VENV        ?= .venv
+PY          := $(VENV)/bin/python
+KREL        := $(shell uname -r)
+# Debian packages: bcc + its Python module, journald bindings, venv, headers for bcc, the QEMU VM
+# toolchain, and workload/benchmark tools.
+APT_PACKAGES := python3-bpfcc bpfcc-tools python3-systemd python3-venv python3-pip \
+                linux-headers-amd64 qemu-system-x86 qemu-utils debootstrap e2fsprogs \
+                stress-ng linux-perf procps iproute2
+SETUP_STAMP := $(VENV)/.aios-setup-stamp
+
+.PHONY: help setup apt venv headers test unit bpf-test vm-test vm-build run bench lint clean
+
+help:
+	@echo "make run      set up, then run aios-host doctor and a cgroup snapshot"
+	@echo "make test     set up, then run the unit and bpf tests"
+	@echo "make vm-test  build (cached) and boot the Debian VM, run tests/vm inside"
+	@echo "make bench    benchmarks under tests/bench"
+	@echo "make lint     ruff"
+
+setup: apt headers $(SETUP_STAMP)
+
+apt:
+	@missing=$$(for p in $(APT_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null \
+	    | grep -q 'install ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	    echo "apt-get install:" $$missing; \
+	    apt-get update -q; \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$missing; \
+	fi
+
+# bcc compiles against /lib/modules/$(uname -r)/build. When the running kernel has no headers
+# package (a custom kernel such as this project's 6.18 dev hosts), link Debian's newest headers
+# there: tracepoint programs are then correct (their argument layout comes from tracefs), but any
+# struct dereference would use the wrong offsets.
+headers: apt
+	@if [ ! -e /lib/modules/$(KREL)/build ]; then \
+	    build=$$(ls -d /usr/src/linux-headers-*-amd64 2>/dev/null | sort -V | tail -1); \
+	    common=$$(ls -d /usr/src/linux-headers-*-common 2>/dev/null | sort -V | tail -1); \
+	    if [ -z "$$build" ]; then echo "no /usr/src/linux-headers-*-amd64: install linux-headers-amd64" >&2; exit 1; fi; \
+	    mkdir -p /lib/modules/$(KREL); \
+	    ln -sfn $$build /lib/modules/$(KREL)/build; \
+	    ln -sfn $$common /lib/modules/$(KREL)/source; \
+	fi
+	@if ! grep -q "\"$(KREL)\"" /lib/modules/$(KREL)/build/include/generated/utsrelease.h 2>/dev/null; then \
+	    echo "WARNING: kernel $(KREL) has no matching headers; bcc uses the fallback $$(readlink /lib/modules/$(KREL)/build) - only tracepoint-format probes are trustworthy with it" >&2; \
+	fi
+
+$(VENV)/bin/python:
+	/usr/bin/python3 -m venv --system-site-packages $(VENV)
+
+$(SETUP_STAMP): pyproject.toml | $(VENV)/bin/python
+	$(PY) -m pip install -q -e '.[dev,jobs]'
+	$(PY) -c "import bcc, aios_host" 
+	touch $@
+
+venv: $(SETUP_STAMP)
+
+test: setup
+	$(PY) -m pytest tests/unit tests/bpf
+
+unit: setup
+	$(PY) -m pytest tests/unit
+
+vm-build: setup
+	vagrant/qemu-vm build
+
+vm-test: setup
+	vagrant/qemu-vm test
+
+run: setup
+	$(VENV)/bin/aios-host doctor
+	@echo
+	$(VENV)/bin/aios-host snapshot --depth 2
+
+bench: setup
+	@if ls tests/bench/bench_*.py >/dev/null 2>&1; then \
+	    for b in tests/bench/bench_*.py; do echo "== $$b"; $(PY) $$b; done; \
+	else echo "no benchmarks yet"; fi
+
+lint: setup
+	$(VENV)/bin/ruff check aios_host tests
+
+clean:
+	rm -rf $(VENV) .pytest_cache build *.egg-info

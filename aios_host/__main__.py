@@ -1,0 +1,3 @@
+from aios_host.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,129 @@
+"""SysRoot: every kernel path is built from a root, every OSError becomes a KernelError.
+
+Paths are given as the kernel sees them ("/sys/fs/cgroup/cpu.max"); `SysRoot("/tmp/x")` maps them
+to "/tmp/x/sys/fs/cgroup/cpu.max". Writes open the file O_WRONLY without O_CREAT and issue one
+write(2): kernel control files act on a single write, and a mistyped name must fail with ENOENT in a
+test exactly as on a host instead of creating a regular file.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+from collections.abc import Iterator
+from pathlib import Path, PurePosixPath
+
+from aios_host.errors import KernelError
+
+
+class SysRoot:
+    def __init__(self, root: str | os.PathLike[str] = "/") -> None:
+        self.root = Path(root)
+
+    def __repr__(self) -> str:
+        return f"SysRoot({str(self.root)!r})"
+
+    @property
+    def is_host(self) -> bool:
+        return self.root == Path("/")
+
+    def path(self, kernel_path: str | PurePosixPath) -> Path:
+        """Host path for a kernel path. Relative paths are taken from the root too."""
+        rel = str(kernel_path).lstrip("/")
+        return self.root / rel if rel else self.root
+
+    # -- reads ---------------------------------------------------------------------------------
+
+    def read_text(self, kernel_path: str | PurePosixPath) -> str:
+        p = self.path(kernel_path)
+        try:
+            with open(p, encoding="utf-8", errors="replace") as f:
+                return f.read()
+        except OSError as exc:
+            raise KernelError.from_oserror("read", p, exc) from exc
+
+    def read_optional(self, kernel_path: str | PurePosixPath) -> str | None:
+        """Read a file that may legitimately be absent (a controller not enabled, an old kernel)."""
+        p = self.path(kernel_path)
+        try:
+            with open(p, encoding="utf-8", errors="replace") as f:
+                return f.read()
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            # ENODEV/EOPNOTSUPP: the file exists but the feature is off (e.g. PSI without psi=1).
+            if exc.errno in (errno.ENODEV, errno.EOPNOTSUPP, errno.ENXIO):
+                return None
+            raise KernelError.from_oserror("read", p, exc) from exc
+
+    def exists(self, kernel_path: str | PurePosixPath) -> bool:
+        return self.path(kernel_path).exists()
+
+    def is_dir(self, kernel_path: str | PurePosixPath) -> bool:
+        return self.path(kernel_path).is_dir()
+
+    def listdir(self, kernel_path: str | PurePosixPath) -> list[str]:
+        p = self.path(kernel_path)
+        try:
+            return sorted(os.listdir(p))
+        except OSError as exc:
+            raise KernelError.from_oserror("list", p, exc) from exc
+
+    def subdirs(self, kernel_path: str | PurePosixPath) -> Iterator[str]:
+        p = self.path(kernel_path)
+        try:
+            with os.scandir(p) as it:
+                names = sorted(e.name for e in it if e.is_dir(follow_symlinks=False))
+        except FileNotFoundError:
+            return iter(())
+        except OSError as exc:
+            raise KernelError.from_oserror("list", p, exc) from exc
+        return iter(names)
+
+    def inode(self, kernel_path: str | PurePosixPath) -> int:
+        p = self.path(kernel_path)
+        try:
+            return os.stat(p).st_ino
+        except OSError as exc:
+            raise KernelError.from_oserror("stat", p, exc) from exc
+
+    def readlink(self, kernel_path: str | PurePosixPath) -> str:
+        p = self.path(kernel_path)
+        try:
+            return os.readlink(p)
+        except OSError as exc:
+            raise KernelError.from_oserror("readlink", p, exc) from exc
+
+    # -- writes --------------------------------------------------------------------------------
+
+    def write_text(self, kernel_path: str | PurePosixPath, value: str) -> None:
+        """One write(2) of `value` to an existing file. Never creates, never truncates-then-writes."""
+        p = self.path(kernel_path)
+        data = value.encode()
+        try:
+            fd = os.open(p, os.O_WRONLY | os.O_CLOEXEC)
+        except OSError as exc:
+            raise KernelError.from_oserror(f"write {value.strip()!r}", p, exc) from exc
+        try:
+            n = os.write(fd, data)
+        except OSError as exc:
+            raise KernelError.from_oserror(f"write {value.strip()!r}", p, exc) from exc
+        finally:
+            os.close(fd)
+        if n != len(data):
+            raise KernelError(f"write {value.strip()!r}", p, errno.EIO, f"short write {n}/{len(data)}")
+
+    def mkdir(self, kernel_path: str | PurePosixPath) -> None:
+        """mkdir(2) of one directory: how cgroups are created. The parent must exist."""
+        p = self.path(kernel_path)
+        try:
+            os.mkdir(p)
+        except OSError as exc:
+            raise KernelError.from_oserror("mkdir", p, exc) from exc
+
+    def rmdir(self, kernel_path: str | PurePosixPath) -> None:
+        p = self.path(kernel_path)
+        try:
+            os.rmdir(p)
+        except OSError as exc:
+            raise KernelError.from_oserror("rmdir", p, exc) from exc

@@ -1,0 +1,107 @@
+"""Structured logging with structlog: events with fields, never f-string messages.
+
+Where the log goes is decided once, at configure():
+- journald (python3-systemd) when its socket exists and stderr is not a terminal: the event is
+  MESSAGE, every bound field becomes an upper-case journal field (JOB=, RANK=, CGROUP=), so
+  `journalctl JOB=train -o json` finds them;
+- a readable console renderer when stderr is a TTY;
+- JSON lines on stderr otherwise (CI, pipes, containers).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import sys
+from typing import Any
+
+import structlog
+
+JOURNAL_SOCKET = "/run/systemd/journal/socket"
+
+# syslog(3) priorities, as journald wants them in PRIORITY=.
+_PRIORITY = {"critical": 2, "error": 3, "warning": 4, "info": 6, "debug": 7}
+_FIELD_OK = re.compile(r"[^A-Z0-9_]")
+
+
+def journal_field(key: str) -> str:
+    """journald field names are upper-case letters, digits and '_', and may not start with '_'."""
+    name = _FIELD_OK.sub("_", key.upper()).lstrip("_")
+    return name or "FIELD"
+
+
+class JournaldRenderer:
+    """Final structlog processor: sends the event to journald and returns nothing to print."""
+
+    def __init__(self, send: Any, identifier: str = "aios-host") -> None:
+        self._send = send
+        self._identifier = identifier
+
+    def __call__(self, logger: Any, method: str, event_dict: dict[str, Any]) -> str:
+        event = str(event_dict.pop("event", ""))
+        level = str(event_dict.pop("level", method))
+        event_dict.pop("timestamp", None)
+        fields = {journal_field(k): str(v) for k, v in event_dict.items()}
+        text = " ".join([event, *(f"{k}={v}" for k, v in event_dict.items())])
+        self._send(
+            text,
+            PRIORITY=str(_PRIORITY.get(level, 6)),
+            SYSLOG_IDENTIFIER=self._identifier,
+            EVENT=event,
+            **fields,
+        )
+        raise structlog.DropEvent
+
+
+def _journal_send() -> Any | None:
+    if not os.path.exists(JOURNAL_SOCKET):
+        return None
+    try:
+        from systemd import journal
+    except ImportError:
+        return None
+    return journal.send
+
+
+def configure(level: str = "info", sink: str = "auto") -> str:
+    """Configure structlog once for the process. Returns the sink chosen: journal|console|json."""
+    if sink == "auto":
+        if sys.stderr.isatty():
+            sink = "console"
+        elif _journal_send() is not None:
+            sink = "journal"
+        else:
+            sink = "json"
+    shared = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.StackInfoRenderer(),
+        structlog.processors.format_exc_info,
+    ]
+    renderer: Any
+    if sink == "journal":
+        send = _journal_send()
+        if send is None:
+            sink = "json"
+        else:
+            renderer = JournaldRenderer(send)
+    if sink == "console":
+        renderer = structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
+    if sink == "json":
+        shared.append(structlog.processors.TimeStamper(fmt="iso", utc=True))
+        renderer = structlog.processors.JSONRenderer(sort_keys=True)
+    structlog.configure(
+        processors=[*shared, renderer],
+        wrapper_class=structlog.make_filtering_bound_logger(
+            logging.getLevelNamesMapping()[level.upper()]
+        ),
+        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        cache_logger_on_first_use=False,
+    )
+    return sink
+
+
+def get_logger(name: str | None = None, **bound: Any) -> structlog.typing.FilteringBoundLogger:
+    log = structlog.get_logger(name)
+    return log.bind(**bound) if bound else log

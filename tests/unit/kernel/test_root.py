@@ -1,0 +1,70 @@
+import errno
+import os
+
+import pytest
+
+from aios_host.errors import KernelError
+from aios_host.kernel.root import SysRoot
+from tests.unit.fixtures import put
+
+
+def test_path_is_built_from_root(tmp_path):
+    r = SysRoot(tmp_path)
+    assert r.path("/sys/fs/cgroup/cpu.max") == tmp_path / "sys/fs/cgroup/cpu.max"
+    assert r.path("/") == tmp_path
+
+
+def test_write_never_creates_a_file(tmp_path):
+    r = SysRoot(tmp_path)
+    put(tmp_path, "/sys/fs/cgroup/x/cpu.max", "max 100000\n")
+    with pytest.raises(KernelError) as exc:
+        r.write_text("/sys/fs/cgroup/x/cpu.maks", "50000 100000")
+    assert exc.value.errno == errno.ENOENT
+    assert "cpu.maks" in str(exc.value) and "ENOENT" in str(exc.value)
+    assert not (tmp_path / "sys/fs/cgroup/x/cpu.maks").exists()
+
+
+def test_write_is_one_write_of_the_whole_value(tmp_path, monkeypatch):
+    r = SysRoot(tmp_path)
+    put(tmp_path, "/f", "old\n")
+    calls = []
+    real_write = os.write
+    monkeypatch.setattr(os, "write", lambda fd, data: calls.append(data) or real_write(fd, data))
+    r.write_text("/f", "50000 100000")
+    assert calls == [b"50000 100000"]
+
+
+def test_short_write_is_an_error(tmp_path, monkeypatch):
+    r = SysRoot(tmp_path)
+    put(tmp_path, "/f", "")
+    monkeypatch.setattr(os, "write", lambda fd, data: 1)
+    with pytest.raises(KernelError, match="short write 1/3"):
+        r.write_text("/f", "abc")
+
+
+def test_write_to_directory_carries_path_and_errno(tmp_path):
+    (tmp_path / "d").mkdir()
+    with pytest.raises(KernelError) as exc:
+        SysRoot(tmp_path).write_text("/d", "1")
+    assert exc.value.errno == errno.EISDIR
+    assert exc.value.path == str(tmp_path / "d")
+
+
+def test_read_errors_and_optional(tmp_path):
+    r = SysRoot(tmp_path)
+    with pytest.raises(KernelError, match="read failed: ENOENT"):
+        r.read_text("/proc/nope")
+    assert r.read_optional("/proc/nope") is None
+    put(tmp_path, "/proc/yes", "1\n")
+    assert r.read_optional("/proc/yes") == "1\n"
+
+
+def test_mkdir_needs_parent_and_rmdir(tmp_path):
+    r = SysRoot(tmp_path)
+    with pytest.raises(KernelError) as exc:
+        r.mkdir("/a/b")
+    assert exc.value.errno == errno.ENOENT
+    r.mkdir("/a")
+    assert r.is_dir("/a")
+    r.rmdir("/a")
+    assert not r.exists("/a")

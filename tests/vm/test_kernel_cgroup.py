@@ -1,0 +1,150 @@
+"""The kernel layer against a real cgroup v2 tree with every controller (the QEMU VM)."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+from aios_host.errors import KernelError
+from aios_host.kernel import cgroup_format as fmt
+from aios_host.kernel.cgroup import CgroupFs
+from aios_host.kernel.root import SysRoot
+
+
+@pytest.fixture
+def fs():
+    return CgroupFs(SysRoot("/"))
+
+
+@pytest.fixture
+def leaf(fs):
+    """/aios-vmtest-PID/leaf with cpu, cpuset, io, memory enabled top-down; removed afterwards."""
+    top = f"aios-vmtest-{os.getpid()}"
+    fs.create(f"{top}/leaf")
+    fs.enable_controllers(f"{top}/leaf", ["cpu", "cpuset", "io", "memory"])
+    cg = fs.cgroup(f"{top}/leaf")
+    yield cg
+    if cg.has("cgroup.kill"):
+        cg.kill()
+    _wait_empty(cg)
+    fs.remove(f"{top}/leaf")
+    fs.remove(top)
+
+
+def _wait_empty(cg, limit_s: float = 10.0) -> None:
+    deadline = time.monotonic() + limit_s
+    while cg.populated() and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
+def _spawn_in(cg, *argv: str) -> subprocess.Popen:
+    """Start a process that joins `cg` before exec, so everything it forks is in there too."""
+    procs = SysRoot("/").path(cg.file("cgroup.procs"))
+
+    def join() -> None:
+        with open(procs, "w") as f:
+            f.write(str(os.getpid()))
+
+    return subprocess.Popen(argv, preexec_fn=join)
+
+
+def test_controllers_enabled_top_down(fs, leaf):
+    assert {"cpu", "cpuset", "io", "memory"} <= set(leaf.controllers())
+    assert {"cpu", "cpuset", "io", "memory"} <= set(leaf.parent.subtree_control())
+
+
+def test_write_and_read_back(leaf):
+    leaf.set_cpu_max(fmt.CpuMax(50_000, 100_000))
+    assert leaf.cpu_max() == fmt.CpuMax(50_000, 100_000)
+    leaf.set_cpu_weight(250)
+    assert leaf.cpu_weight() == 250
+    leaf.set_memory_limit("max", 512 << 20)
+    leaf.set_memory_limit("high", 256 << 20)
+    assert leaf.memory_limit("high") == 256 << 20 and leaf.memory_limit("max") == 512 << 20
+    leaf.set_memory_limit("low", 64 << 20)
+    assert leaf.memory_limit("low") == 64 << 20
+    leaf.set_cpuset_cpus([0])
+    assert leaf.cpuset_cpus() == (0,) and leaf.cpuset_cpus_effective() == (0,)
+    leaf.set_cpuset_mems([0])
+    assert leaf.cpuset_mems() == (0,)
+    leaf.set_io_weight(300)
+    assert leaf.io_weight()["default"] == 300
+    leaf.set_memory_limit("max", fmt.MAX)
+    assert leaf.memory_limit("max") == fmt.MAX
+
+
+def test_rejected_value_names_path_and_errno(leaf):
+    with pytest.raises(KernelError) as exc:
+        leaf.write("cpu.max", "0 100000")
+    assert exc.value.errno == errno.EINVAL
+    assert exc.value.path.endswith(f"{leaf.rel}/cpu.max")
+    assert "EINVAL" in str(exc.value) and "cpu.max" in str(exc.value)
+    assert leaf.cpu_max().quota_usec is None  # unchanged
+
+
+def test_mistyped_control_file_is_enoent_not_created(leaf):
+    with pytest.raises(KernelError) as exc:
+        leaf.write("cpu.maks", "max")
+    assert exc.value.errno == errno.ENOENT
+
+
+def test_kill_ends_a_process_tree(leaf):
+    p = _spawn_in(leaf, "/bin/sh", "-c", "sleep 1000 & sleep 1000 & wait")
+    deadline = time.monotonic() + 10
+    while len(leaf.procs()) < 3 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert len(leaf.procs()) == 3 and leaf.populated()
+    leaf.kill()
+    p.wait(timeout=10)
+    _wait_empty(leaf)
+    assert leaf.procs() == () and not leaf.populated()
+    assert p.returncode == -9
+
+
+def test_freeze_and_thaw(leaf):
+    p = _spawn_in(leaf, "/bin/sleep", "1000")
+    try:
+        leaf.freeze(True)
+        deadline = time.monotonic() + 10
+        while leaf.events().get("frozen") != 1 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert leaf.events()["frozen"] == 1
+        leaf.freeze(False)
+    finally:
+        p.kill()
+        p.wait()
+
+
+def test_move_pid_and_stats(fs, leaf):
+    p = subprocess.Popen(["/bin/sleep", "1000"])
+    try:
+        leaf.move_pid(p.pid)
+        assert p.pid in leaf.procs()
+        assert fs.cgroup_of_pid(p.pid).rel == leaf.rel
+        assert leaf.memory_current() > 0
+        assert leaf.pressure("cpu") is not None and "usage_usec" in leaf.cpu_stat()
+        assert isinstance(leaf.memory_events(), dict) and leaf.memory_stat()["anon"] >= 0
+    finally:
+        p.kill()
+        p.wait()
+
+
+def test_doctor_reports_everything_present():
+    out = subprocess.run(
+        [sys.executable, "-m", "aios_host", "doctor", "--json"],
+        capture_output=True, text=True, check=True,
+    )
+    doc = json.loads(out.stdout)
+    status = {f["name"]: f["status"] for f in doc["features"]}
+    assert doc["cgroup2_mount"] == "/sys/fs/cgroup"
+    assert {"cpu", "cpuset", "io", "memory", "pids"} <= set(doc["controllers_available"])
+    assert doc["headers"] == "matching"
+    for name in ("cgroup2", "cgroup2 controllers", "psi", "btf", "bcc", "kernel headers",
+                 "systemd", "dbus", "journald", "root"):
+        assert status[name] == "ok", (name, doc)
