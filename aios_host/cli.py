@@ -8,7 +8,7 @@ import sys
 from collections.abc import Sequence
 from dataclasses import asdict
 
-from aios_host import __version__, log
+from aios_host import __version__, cli_policy, log
 from aios_host.errors import AiosError
 from aios_host.kernel.cgroup import CgroupFs, sample
 from aios_host.kernel.features import Features, Status, detect_features
@@ -108,6 +108,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--cgroup", default="", help="subtree to show (default: the whole tree)")
     s.add_argument("--depth", type=int, default=None, help="maximum depth below --cgroup")
     s.set_defaults(func=cmd_snapshot)
+
+    cli_policy.add_parsers(sub, common)
     return p
 
 

@@ -45,3 +45,44 @@ def fake_host(root: Path, origin: str, *, cpus: int = 2, pid1: str = "systemd") 
     put(root, "/proc/sys/kernel/osrelease", "6.1.0-test-amd64\n")
     put(root, "/sys/devices/system/cpu/online", f"0-{cpus - 1}\n")
     return root
+
+
+class FakeCgroupRoot:
+    """Mixin factory: a SysRoot whose mkdir under /sys/fs/cgroup behaves like cgroupfs — the new
+    directory comes with the VM's captured interface files, and rmdir removes them."""
+
+    @staticmethod
+    def make(root: Path):
+        import shutil
+
+        from aios_host.kernel.root import SysRoot
+
+        class _Root(SysRoot):
+            def mkdir(self, kernel_path):
+                super().mkdir(kernel_path)
+                if str(kernel_path).startswith("/sys/fs/cgroup"):
+                    fake_cgroup(self.root, str(kernel_path), VM,
+                                {"cgroup.procs": "", "cgroup.subtree_control": "\n",
+                                 "cgroup.events": "populated 0\nfrozen 0\n"})
+
+            def rmdir(self, kernel_path):
+                p = self.path(kernel_path)
+                if p.is_dir() and not any(c.is_dir() for c in p.iterdir()):
+                    shutil.rmtree(p)
+                    return
+                super().rmdir(kernel_path)
+
+        return _Root(root)
+
+
+def fake_v2_host(root: Path, cpus: int = 4) -> Path:
+    """A full cgroup v2 host (VM captures) with `cpus` CPUs on one node and 8 GiB of memory."""
+    fake_host(root, VM, cpus=cpus)
+    put(root, "/proc/meminfo", "MemTotal:       8388608 kB\n")
+    fake_cgroup(root, "/sys/fs/cgroup", VM, {
+        "cgroup.controllers": "cpuset cpu io memory hugetlb pids rdma misc\n",
+        "cgroup.subtree_control": "\n",
+        "cgroup.procs": "1\n",
+    })
+    put(root, "/sys/devices/system/node/node0/cpulist", f"0-{cpus - 1}\n")
+    return root

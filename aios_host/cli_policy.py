@@ -1,0 +1,192 @@
+"""`aios-host policy check | diff | apply | rollback | explain | schema`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import asdict
+from typing import Any
+
+from aios_host.actuate.apply import apply_plan, refuse_unavailable, rollback
+from aios_host.errors import AiosError
+from aios_host.kernel.cgroup import CgroupFs
+from aios_host.kernel.inventory import read_inventory
+from aios_host.kernel.root import SysRoot
+from aios_host.policy import explain
+from aios_host.policy.demand import build_problem, capacity, measure
+from aios_host.policy.engine import Decision, assign, decide
+from aios_host.policy.plan import Plan
+from aios_host.policy.schema import json_schema, load_policy
+from aios_host.policy.solver import solve
+from aios_host.policy.targets import resolve_targets
+from aios_host.table import render
+
+
+def _out_json(obj: Any) -> None:
+    json.dump(obj, sys.stdout, indent=2, sort_keys=True, default=str)
+    sys.stdout.write("\n")
+
+
+def _decide(args: argparse.Namespace) -> tuple[Decision, CgroupFs]:
+    policy = load_policy(args.file)
+    root = SysRoot(args.root)
+    fs = CgroupFs(root)
+    inv = read_inventory(root)
+    targets = resolve_targets(fs, policy)
+    usage = measure(fs, targets, args.sample_ms / 1000.0)
+    return decide(policy, fs, inv, targets, usage), fs
+
+
+def _plan_rows(plan: Plan) -> list[tuple[object, ...]]:
+    return [
+        (i + 1, w.op, w.path, "-" if w.old is None else (w.old or '""'), w.new or "-",
+         "" if w.available else f"NO {w.controller} controller here", w.reason)
+        for i, w in enumerate(plan.writes)
+    ]
+
+
+def _print_plan(plan: Plan) -> None:
+    if not plan.writes:
+        print("nothing to change: the host already matches the policy")
+        return
+    print(render(["#", "op", "path", "old", "new", "host", "reason"], _plan_rows(plan)))
+    if plan.unavailable:
+        print(f"\n{len(plan.unavailable)} of {len(plan)} writes cannot be applied on this host "
+              "(controller missing from its cgroup v2 tree)")
+
+
+def _plan_json(d: Decision, applied: bool | None = None) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "policy": str(d.policy.description or ""),
+        "writes": [w.to_dict() for w in d.plan.writes],
+        "unavailable": len(d.plan.unavailable),
+    }
+    if applied is not None:
+        out["applied"] = applied
+    return out
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    root = SysRoot(args.root)
+    inv = read_inventory(root)
+    results, worst = [], 0
+    for f in args.files:
+        try:
+            policy = load_policy(f)
+            cap = capacity(policy, inv)
+            smt = max(len(c) for c in inv.cores) if inv.cores else 1
+            solve(build_problem(policy, cap, {}, smt=smt))  # guarantees fit this host?
+            assign(policy, inv)  # exclusive cores fit?
+            results.append({"file": f, "ok": True, "classes": len(policy.classes)})
+            if not args.json:
+                print(f"{f}: ok ({len(policy.classes)} classes; capacity {cap.cpu_cores:g} cores, "
+                      f"{cap.memory_bytes / 2**30:.1f} GiB after the reserve)")
+        except AiosError as err:
+            worst = 1
+            results.append({"file": f, "ok": False, "error": str(err)})
+            if not args.json:
+                msg = str(err)
+                print(msg if msg.startswith(f) else f"{f}: {msg}", file=sys.stderr)
+    if args.json:
+        _out_json({"results": results})
+    return worst
+
+
+def cmd_diff(args: argparse.Namespace) -> int:
+    d, _ = _decide(args)
+    if args.json:
+        _out_json(_plan_json(d))
+    else:
+        _print_plan(d.plan)
+    return 0
+
+
+def cmd_apply(args: argparse.Namespace) -> int:
+    d, fs = _decide(args)
+    if args.dry_run:
+        if args.json:
+            _out_json(_plan_json(d, applied=False))
+        else:
+            _print_plan(d.plan)
+        return 0
+    refuse_unavailable(d.plan, fs.mount)
+    rec = apply_plan(fs.root, d.plan, str(args.file), fs.mount)
+    if args.json:
+        _out_json(_plan_json(d, applied=rec is not None))
+    elif rec is None:
+        print("nothing to change: the host already matches the policy")
+    else:
+        print(f"applied {len(rec.writes)} writes from {args.file} (record {rec.id}); "
+              "undo with: aios-host policy rollback")
+    return 0
+
+
+def cmd_rollback(args: argparse.Namespace) -> int:
+    undone = rollback(SysRoot(args.root))
+    if args.json:
+        _out_json({"rolled_back": [{"id": r.id, "policy": r.policy, "writes": len(r.writes)}
+                                   for r in undone]})
+    elif not undone:
+        print("nothing to roll back")
+    else:
+        for r in undone:
+            print(f"rolled back {r.id} ({r.policy}): {len(r.writes)} writes restored")
+    return 0
+
+
+def cmd_explain(args: argparse.Namespace) -> int:
+    d, _ = _decide(args)
+    if args.json:
+        _out_json({
+            "capacity": d.problem.capacity,
+            "allocation": {k: dict(v) for k, v in d.allocation.amounts.items()},
+            "satisfaction": {k: dict(v) for k, v in d.allocation.satisfaction.items()},
+            "bindings": [asdict(b) for b in d.allocation.bindings],
+            "exclusive_cpus": {k: list(v) for k, v in d.cores.cpus.items()},
+            "explanation": explain.sentences(d),
+        })
+        return 0
+    cap = d.capacity
+    print(f"capacity after reserve: {cap.cpu_cores:g} of {cap.cpus_total} cores, "
+          f"{cap.memory_bytes / 2**30:.2f} of {cap.memory_total_bytes / 2**30:.2f} GiB")
+    print(render(["class", "tier", "weight", "resource", "demand", "min", "max", "allocated", "x"],
+                 explain.table_rows(d)))
+    for name, cpus in sorted(d.cores.cpus.items()):
+        print(f"{name}: exclusive cpus {','.join(map(str, cpus))}")
+    for line in explain.sentences(d):
+        print("- " + line)
+    return 0
+
+
+def cmd_schema(args: argparse.Namespace) -> int:
+    _out_json(json_schema())
+    return 0
+
+
+def add_parsers(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser("policy", help="check, diff, apply, roll back and explain policies")
+    psub = p.add_subparsers(dest="policy_command", required=True, metavar="ACTION")
+
+    sample = argparse.ArgumentParser(add_help=False)
+    sample.add_argument("--sample-ms", type=int, default=500,
+                        help="how long to measure CPU usage before deciding (default 500)")
+
+    c = psub.add_parser("check", parents=[common], help="validate files and feasibility on this host")
+    c.add_argument("files", nargs="+", metavar="FILE")
+    c.set_defaults(func=cmd_check)
+    for name, func, helptext in (
+        ("diff", cmd_diff, "the plan as a table"),
+        ("explain", cmd_explain, "allocation, binding constraints and their worth"),
+    ):
+        q = psub.add_parser(name, parents=[common, sample], help=helptext)
+        q.add_argument("file", metavar="FILE")
+        q.set_defaults(func=func)
+    a = psub.add_parser("apply", parents=[common, sample], help="write the plan (all or nothing)")
+    a.add_argument("file", metavar="FILE")
+    a.add_argument("--dry-run", action="store_true", help="print the ordered plan, change nothing")
+    a.set_defaults(func=cmd_apply)
+    r = psub.add_parser("rollback", parents=[common], help="restore every recorded original")
+    r.set_defaults(func=cmd_rollback)
+    s = psub.add_parser("schema", parents=[common], help="JSON Schema of policy files")
+    s.set_defaults(func=cmd_schema)

@@ -1,0 +1,80 @@
+"""decide(): policy + host snapshot -> Problem -> Allocation (+ exclusive cores) -> desired
+cgroup values -> Plan. Pure apart from reading the host through the kernel layer."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from aios_host.kernel.cgroup import CgroupFs
+from aios_host.kernel.inventory import Inventory
+from aios_host.policy.cores import assign_cores
+from aios_host.policy.demand import Capacity, ClassUsage, build_problem, capacity
+from aios_host.policy.mapping import desired_state
+from aios_host.policy.plan import DesiredCgroup, Plan, make_plan
+from aios_host.policy.problem import Allocation, CoreAssignment, CoreRequest, Problem
+from aios_host.policy.schema import Policy
+from aios_host.policy.solver import solve
+from aios_host.policy.targets import ClassTarget
+
+
+@dataclass(frozen=True)
+class Decision:
+    policy: Policy
+    capacity: Capacity
+    problem: Problem
+    allocation: Allocation
+    cores: CoreAssignment
+    targets: dict[str, ClassTarget]
+    desired: list[DesiredCgroup]
+    plan: Plan
+
+
+def core_requests(policy: Policy, inv: Inventory) -> list[CoreRequest]:
+    gpu_node = {i: g.numa_node for i, g in enumerate(inv.gpus)}
+    reqs = []
+    for spec in policy.classes:
+        if not spec.cpu.exclusive or spec.cpu.min is None:
+            continue
+        node = spec.cpu.numa
+        if node is None and spec.cpu.gpus:
+            nodes = [gpu_node.get(g, -1) for g in spec.cpu.gpus]
+            node = nodes[0] if nodes and nodes[0] >= 0 else None
+        reqs.append(CoreRequest(spec.name, int(spec.cpu.min.value), node))
+    return reqs
+
+
+def reserved_cpus(policy: Policy, inv: Inventory) -> list[int]:
+    """The system reserve, as whole cores from the lowest-numbered (where IRQs and init live)."""
+    n = math.ceil(policy.host.reserve_cores.resolve(inv.cpu_count) / max(1, len(inv.cores[0])))
+    return [c for core in inv.cores[:n] for c in core]
+
+
+def assign(policy: Policy, inv: Inventory) -> CoreAssignment:
+    reqs = core_requests(policy, inv)
+    if not reqs:
+        return CoreAssignment({}, {})
+    return assign_cores(
+        reqs,
+        inv.cores,
+        {c.id: c.numa_node for c in inv.cpus},
+        {c.id: c.llc_id for c in inv.cpus},
+        reserved=reserved_cpus(policy, inv),
+    )
+
+
+def decide(
+    policy: Policy,
+    fs: CgroupFs,
+    inv: Inventory,
+    targets: dict[str, ClassTarget],
+    usage: dict[str, ClassUsage],
+) -> Decision:
+    cap = capacity(policy, inv)
+    smt = max(len(c) for c in inv.cores) if inv.cores else 1
+    problem = build_problem(policy, cap, usage, smt=smt)
+    allocation = solve(problem)
+    cores = assign(policy, inv)
+    desired = desired_state(policy, targets, allocation, cores, inv, cap.cpu_cores, cap.memory_bytes)
+    plan = make_plan(fs, desired)
+    return Decision(policy, cap, problem, allocation, cores, targets, desired, plan)

@@ -1,0 +1,70 @@
+"""Why the allocation is what it is: which constraints bind and what relaxing them is worth."""
+
+from __future__ import annotations
+
+from aios_host.policy.engine import Decision
+from aios_host.policy.problem import UNITS, Binding
+from aios_host.policy.units import format_bytes
+
+GIB = float(1 << 30)
+
+
+def _amount(resource: str, v: float) -> str:
+    if resource == "memory":
+        return format_bytes(v)
+    if resource == "cpu":
+        return f"{v:.2f} cores"
+    return f"{v:.2f}"
+
+
+def _per_unit(resource: str, dual: float) -> tuple[float, str]:
+    """Duals are per native unit; bytes are unreadable, so memory is shown per GiB."""
+    if resource == "memory":
+        return dual * GIB, "GiB"
+    return dual, {"cpu": "core", "io": "unit of I/O share"}.get(resource, UNITS.get(resource, ""))
+
+
+def marginal_class(d: Decision, b: Binding) -> str | None:
+    """The class that would get more of a binding capacity: a partly served one in that tier."""
+    best = None
+    for c in d.problem.classes:
+        if c.priority != b.tier:
+            continue
+        x = d.allocation.satisfaction[c.name].get(b.resource, 1.0)
+        if x < 1 - 1e-6 and (best is None or c.weight > best[0]):
+            best = (c.weight, c.name)
+    return best[1] if best else None
+
+
+def sentences(d: Decision) -> list[str]:
+    out = []
+    for b in d.allocation.bindings:
+        if b.kind == "capacity":
+            value, unit = _per_unit(b.resource, b.dual)
+            who = marginal_class(d, b)
+            tail = f" to class {who}" if who else ""
+            out.append(f"{b.resource} binds (tier {b.tier}): one more {unit} is worth {value:.3g}{tail}")
+        elif b.kind in ("min", "max"):
+            c = next(c for c in d.problem.classes if c.name == b.cls)
+            bound = (c.min if b.kind == "min" else c.max)[b.resource]
+            value, unit = _per_unit(b.resource, b.dual)
+            worth = f"; relaxing it by one {unit} is worth {abs(value):.3g}" if b.dual else ""
+            out.append(f"{b.cls}: {b.resource} held at its {b.kind} {_amount(b.resource, bound)}{worth}")
+        elif b.kind == "demand":
+            out.append(f"{b.cls}: {b.resource} fully served (its whole demand)")
+    return out
+
+
+def table_rows(d: Decision) -> list[tuple[object, ...]]:
+    rows = []
+    for c in d.problem.classes:
+        for r in ("cpu", "memory", "io"):
+            a = d.allocation.amounts[c.name][r]
+            x = d.allocation.satisfaction[c.name][r]
+            rows.append((
+                c.name, c.priority, f"{c.weight:g}", r, _amount(r, c.demand[r]),
+                _amount(r, c.min[r]) if r in c.min else "-",
+                _amount(r, c.max[r]) if r in c.max else "-",
+                _amount(r, a), f"{x:.3f}",
+            ))
+    return rows

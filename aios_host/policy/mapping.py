@@ -1,0 +1,96 @@
+"""Allocation -> the cgroup v2 values each class cgroup should have (DesiredCgroup).
+
+- cpu.weight: proportional to the class's allocated cores (mean allocation = 100), so that under
+  full contention the kernel's work-conserving shares reproduce the LP's split;
+- cpu.max: only where the class has a max (a hard cap);
+- cpuset.cpus/mems: exclusive classes get their whole cores; the other managed classes get the
+  rest, so nothing else of ours runs on exclusive cores;
+- memory.min / memory.low: the guarantees (low defaults to the allocation: protect what was given);
+  memory.high: a size, or "auto" = allocation + 25% (capped at max); memory.max: the hard limit;
+- io.weight: the class's io.weight, else its weight; io.max per device.
+Values are rounded the way the kernel stores them (memory to pages) so a re-apply plans nothing.
+"""
+
+from __future__ import annotations
+
+from aios_host.kernel import cgroup_format as fmt
+from aios_host.kernel.inventory import Inventory
+from aios_host.policy.plan import DesiredCgroup
+from aios_host.policy.problem import Allocation, CoreAssignment
+from aios_host.policy.schema import Policy
+from aios_host.policy.targets import ClassTarget
+from aios_host.policy.units import Quantity, format_bytes, round_to_page
+
+CPU_PERIOD_USEC = 100_000
+AUTO_HIGH_HEADROOM = 1.25
+
+
+def _bytes(q: Quantity | None, cap: float) -> int | None:
+    return None if q is None else round_to_page(q.resolve(cap))
+
+
+def desired_state(
+    policy: Policy,
+    targets: dict[str, ClassTarget],
+    alloc: Allocation,
+    cores: CoreAssignment,
+    inv: Inventory,
+    cpu_capacity: float,
+    mem_capacity: float,
+) -> list[DesiredCgroup]:
+    total_cpu = sum(alloc.amounts[c.name]["cpu"] for c in policy.classes) or 1.0
+    mean_cpu = total_cpu / max(1, len(policy.classes))
+    exclusive_cpus = sorted({c for cpus in cores.cpus.values() for c in cpus})
+    shared_cpus = [c.id for c in inv.cpus if c.id not in set(exclusive_cpus)]
+    all_nodes = sorted(inv.numa_nodes)
+    out: list[DesiredCgroup] = []
+    for spec in policy.classes:
+        t = targets[spec.name]
+        n = max(1, len(t.cgroups))  # several matched cgroups share the class allocation equally
+        a = alloc.amounts[spec.name]
+        files: dict[str, tuple[str, str]] = {}
+        weight = max(1, min(10000, round(100 * a["cpu"] / mean_cpu))) if mean_cpu > 0 else 100
+        files["cpu.weight"] = (str(weight), f"allocated {a['cpu']:.2f} cores ({weight / 100:.2f}x the mean)")
+        if spec.cpu.max is not None:
+            quota = max(1000, round(spec.cpu.max.resolve(cpu_capacity) / n * CPU_PERIOD_USEC))
+            files["cpu.max"] = (f"{quota} {CPU_PERIOD_USEC}", f"cpu.max = {spec.cpu.max} cores")
+        if spec.name in cores.cpus:
+            cpus = cores.cpus[spec.name]
+            files["cpuset.mems"] = (fmt.format_cpu_list(cores.numa_nodes[spec.name]), "NUMA nodes of its cores")
+            files["cpuset.cpus"] = (fmt.format_cpu_list(cpus), f"exclusive: {spec.cpu.min} whole cores")
+        elif exclusive_cpus and t.owned:
+            files["cpuset.mems"] = (fmt.format_cpu_list(all_nodes), "all NUMA nodes")
+            files["cpuset.cpus"] = (fmt.format_cpu_list(shared_cpus), "cores not held exclusively")
+        mem = spec.memory
+        mem_alloc = round_to_page(a["memory"] / n)
+        mem_max = _bytes(mem.max, mem_capacity)
+        if mem.min is not None:
+            files["memory.min"] = (str(_bytes(mem.min, mem_capacity) // n // 4096 * 4096), f"min {mem.min}")
+        low = _bytes(mem.low, mem_capacity)
+        files["memory.low"] = (
+            (str(low // n // 4096 * 4096), f"low {mem.low}") if low is not None
+            else (str(mem_alloc), f"protect the allocation ({format_bytes(mem_alloc)})")
+        )
+        if mem.high == "auto":
+            high = round_to_page(mem_alloc * AUTO_HIGH_HEADROOM)
+            if mem_max is not None:
+                high = min(high, mem_max // n // 4096 * 4096)
+            files["memory.high"] = (str(high), f"auto: allocation {format_bytes(mem_alloc)} + 25%")
+        elif isinstance(mem.high, Quantity):
+            files["memory.high"] = (str(_bytes(mem.high, mem_capacity) // n // 4096 * 4096), f"high {mem.high}")
+        if mem_max is not None:
+            files["memory.max"] = (str(mem_max // n // 4096 * 4096), f"max {mem.max}")
+        io_weight = spec.io.weight or spec.weight
+        files["io.weight"] = (f"default {io_weight}", "io.weight" if spec.io.weight else "class weight")
+        for dev, lim in sorted(spec.io.max.items()):
+            limits: dict[str, fmt.Limit] = {
+                "rbps": int(lim.rbps.value) if lim.rbps else fmt.MAX,
+                "wbps": int(lim.wbps.value) if lim.wbps else fmt.MAX,
+                "riops": lim.riops or fmt.MAX,
+                "wiops": lim.wiops or fmt.MAX,
+            }
+            files[f"io.max {dev}"] = (fmt.format_io_max_line(dev, limits), f"io.max on {dev}")
+        for rel in t.cgroups:
+            out.append(DesiredCgroup(rel=rel, create=t.owned, files=files,
+                                     move_pids=t.move_pids, cls=spec.name))
+    return out

@@ -1,0 +1,326 @@
+"""Policy files (TOML) -> Policy, validated with pydantic v2.
+
+A policy names classes of workloads, how to find them (match) and what each may have (weight,
+priority tier, cpu/memory/io guarantees and limits). Every problem is reported as ONE line:
+
+    policies/x.toml: class[2].memory.high: '12Q' is not a size (e.g. 4G)
+
+and unknown keys get a did-you-mean. `extends = "default.toml"` deep-merges a base policy
+(classes merged by name). `aios-host policy schema` exports the JSON Schema for editors.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    ValidationError,
+    WithJsonSchema,
+    field_validator,
+    model_validator,
+)
+
+from aios_host.errors import AiosError
+from aios_host.policy.units import Quantity, parse_cores, parse_size
+
+
+class PolicyError(AiosError):
+    """A policy file that cannot be used; the message is one line naming file and key."""
+
+
+_SIZE_SCHEMA = {
+    "anyOf": [
+        {"type": "integer", "minimum": 0},
+        {"type": "string", "pattern": r"^\d+(\.\d+)?\s*([KMGTPkmgtp](i?B)?|B)?$|^\d+(\.\d+)?%$"},
+    ],
+    "description": "bytes, a size with a binary unit (512M, 4G, 1.5GiB) or a share of host memory (50%)",
+}
+_CORES_SCHEMA = {
+    "anyOf": [{"type": "number", "minimum": 0}, {"type": "string", "pattern": r"^\d+(\.\d+)?%$"}],
+    "description": "cores (2, 2.5) or a share of the host's CPUs (50%)",
+}
+_serialize = PlainSerializer(lambda q: str(q) if q.percent else q.value, return_type=Any)
+Size = Annotated[Quantity, BeforeValidator(parse_size), WithJsonSchema(_SIZE_SCHEMA), _serialize]
+Cores = Annotated[Quantity, BeforeValidator(parse_cores), WithJsonSchema(_CORES_SCHEMA), _serialize]
+NAME_RE = r"^[a-z0-9][a-z0-9_-]{0,62}$"
+DEVICE_RE = re.compile(r"^\d+:\d+$")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True)
+
+
+class HostSpec(_Strict):
+    reserve_cores: Cores = Field(default=Quantity(0.0), description="CPU kept for the system")
+    reserve_memory: Size = Field(default=Quantity(0.0), description="memory kept for the system")
+    managed_root: str = Field(
+        default="aios.slice",
+        pattern=r"^[A-Za-z0-9_.@-]+(/[A-Za-z0-9_.@-]+)*$",
+        description="cgroup (relative to the cgroup2 mount) under which class cgroups are made",
+    )
+
+
+class MatchSpec(_Strict):
+    cgroup: list[str] = Field(default_factory=list, description="cgroup path globs, e.g. 'system.slice/vllm*'")
+    unit: str | None = Field(default=None, description="systemd unit name (glob)")
+    slice: str | None = Field(default=None, description="systemd slice name")
+    comm: str | None = Field(default=None, description="regex on the process comm")
+    exe: str | None = Field(default=None, description="regex on the process executable path")
+    job: str | None = Field(default=None, description="aios-host job label")
+
+    @field_validator("cgroup", mode="before")
+    @classmethod
+    def _one_or_many(cls, v: object) -> object:
+        return [v] if isinstance(v, str) else v
+
+    @field_validator("comm", "exe")
+    @classmethod
+    def _regex(cls, v: str | None) -> str | None:
+        if v is not None:
+            try:
+                re.compile(v)
+            except re.error as exc:
+                raise ValueError(f"{v!r} is not a valid regular expression ({exc})") from None
+        return v
+
+
+class CpuSpec(_Strict):
+    min: Cores | None = Field(default=None, description="guaranteed cores")
+    max: Cores | None = Field(default=None, description="hard cap (cpu.max)")
+    exclusive: bool = Field(default=False, description="whole cores for this class alone; count = min")
+    numa: int | None = Field(default=None, ge=0, description="preferred NUMA node")
+    gpus: list[int] = Field(default_factory=list, description="GPU indexes to place cores near")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> CpuSpec:
+        if self.min and self.max and self.min.percent == self.max.percent and self.min.value > self.max.value:
+            raise ValueError(f"min {self.min} is above max {self.max}")
+        if self.exclusive:
+            if self.min is None or self.min.percent or self.min.value < 1 or self.min.value % 1:
+                raise ValueError("exclusive = true needs min = a whole number of cores (e.g. 4)")
+        return self
+
+
+class MemorySpec(_Strict):
+    min: Size | None = Field(default=None, description="hard protection (memory.min)")
+    low: Size | None = Field(default=None, description="best-effort protection (memory.low)")
+    high: Size | Literal["auto"] | None = Field(
+        default=None, description="throttle limit (memory.high); 'auto' = allocation + 25%"
+    )
+    max: Size | None = Field(default=None, description="hard limit, OOM above (memory.max)")
+
+    @field_validator("high", mode="before")
+    @classmethod
+    def _auto_or_size(cls, v: object) -> object:
+        return v if v == "auto" else parse_size(v)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> MemorySpec:
+        chain = [("min", self.min), ("low", self.low), ("high", self.high), ("max", self.max)]
+        given = [(k, q) for k, q in chain if isinstance(q, Quantity)]
+        for (ka, a), (kb, b) in zip(given, given[1:], strict=False):
+            if a.percent == b.percent and a.value > b.value:
+                raise ValueError(f"{ka} {a} is above {kb} {b}; need min <= low <= high <= max")
+        return self
+
+
+class IoMaxSpec(_Strict):
+    rbps: Size | None = None
+    wbps: Size | None = None
+    riops: int | None = Field(default=None, gt=0)
+    wiops: int | None = Field(default=None, gt=0)
+
+
+class IoSpec(_Strict):
+    weight: int | None = Field(default=None, ge=1, le=10000, description="io.weight")
+    max: dict[str, IoMaxSpec] = Field(default_factory=dict, description="io.max per device MAJ:MIN")
+
+    @field_validator("max")
+    @classmethod
+    def _devices(cls, v: dict[str, IoMaxSpec]) -> dict[str, IoMaxSpec]:
+        for dev in v:
+            if not DEVICE_RE.match(dev):
+                raise ValueError(f"device {dev!r} is not MAJ:MIN (e.g. '8:0'; see lsblk)")
+        return v
+
+
+class ClassSpec(_Strict):
+    name: str = Field(pattern=NAME_RE, description="also the class cgroup's name")
+    description: str = ""
+    match: MatchSpec = Field(default_factory=MatchSpec)
+    weight: int = Field(default=100, ge=1, le=10000, description="relative share (cgroup weight units)")
+    priority: int = Field(default=0, ge=0, le=100, description="tier: higher tiers are served first")
+    cpu: CpuSpec = Field(default_factory=CpuSpec)
+    memory: MemorySpec = Field(default_factory=MemorySpec)
+    io: IoSpec = Field(default_factory=IoSpec)
+
+
+class EnergySpec(_Strict):
+    """Accepted and validated now; applied by the energy issue (cpufreq, NVML)."""
+
+    profile: Literal["performance", "balanced", "powersave"] = "balanced"
+    cpu_governor: Literal["performance", "powersave", "schedutil", "ondemand", "conservative"] | None = None
+    cpu_max_freq: str | None = Field(default=None, pattern=r"^\d+(\.\d+)?\s*(%|[kMG]Hz)$")
+    gpu_power_limit: str | None = Field(default=None, pattern=r"^\d+(\.\d+)?\s*(%|W)$")
+
+
+class Policy(_Strict):
+    extends: str | None = Field(default=None, description="base policy file, relative to this one")
+    description: str = ""
+    host: HostSpec = Field(default_factory=HostSpec)
+    classes: list[ClassSpec] = Field(default_factory=list, alias="class")
+    energy: EnergySpec = Field(default_factory=EnergySpec)
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> Policy:
+        seen: set[str] = set()
+        for c in self.classes:
+            if c.name in seen:
+                raise ValueError(f"class name {c.name!r} is used twice")
+            seen.add(c.name)
+        return self
+
+    def cls(self, name: str) -> ClassSpec:
+        for c in self.classes:
+            if c.name == name:
+                return c
+        raise KeyError(name)
+
+
+# -- loading -------------------------------------------------------------------------------------
+
+
+def _loc(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + part
+    return out or "(top level)"
+
+
+def _fields_at(loc: tuple[int | str, ...]) -> list[str]:
+    """Key names allowed at `loc` in the Policy model, for did-you-mean."""
+    model: Any = Policy
+    for part in loc:
+        if isinstance(part, int) or model is None:
+            continue
+        fields = getattr(model, "model_fields", {})
+        by_alias = {(f.alias or n): f for n, f in fields.items()}
+        f = by_alias.get(part)
+        if f is None:
+            return []
+        ann = f.annotation
+        args = getattr(ann, "__args__", ())
+        model = next((a for a in (ann, *args) if isinstance(a, type) and issubclass(a, BaseModel)), None)
+        if model is None and args:  # dict[str, IoMaxSpec]
+            model = next((a for a in args if isinstance(a, type) and issubclass(a, BaseModel)), None)
+    if model is None:
+        return []
+    return [(f.alias or n) for n, f in model.model_fields.items()]
+
+
+def _describe(err: dict[str, Any]) -> tuple[str, str]:
+    loc = tuple(err["loc"])
+    kind = err["type"]
+    if kind == "extra_forbidden":
+        key = str(loc[-1])
+        hint = difflib.get_close_matches(key, _fields_at(loc[:-1]), n=1, cutoff=0.6)
+        fix = f" (did you mean {hint[0]!r}?)" if hint else ""
+        return _loc(loc), f"unknown key {key!r}{fix}"
+    if kind == "missing":
+        return _loc(loc), "required key is missing"
+    msg = str(err["msg"]).removeprefix("Value error, ")
+    if kind not in ("value_error", "assertion_error"):
+        msg = f"{err.get('input')!r}: {msg[0].lower()}{msg[1:]}"
+    return _loc(loc), msg
+
+
+def _format_validation(path: Path, exc: ValidationError) -> str:
+    errors = exc.errors()
+    where, what = _describe(errors[0])
+    more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+    return f"{path}: {where}: {what}{more}"
+
+
+def _merge(base: dict[str, Any], child: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, val in child.items():
+        if key == "class" and isinstance(val, list) and isinstance(base.get("class"), list):
+            by_name = {c.get("name"): i for i, c in enumerate(out["class"]) if isinstance(c, dict)}
+            merged = list(out["class"])
+            for c in val:
+                i = by_name.get(c.get("name")) if isinstance(c, dict) else None
+                if i is None:
+                    merged.append(c)
+                else:
+                    merged[i] = _merge(merged[i], c)
+            out["class"] = merged
+        elif isinstance(val, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], val)
+        else:
+            out[key] = val
+    return out
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise PolicyError(f"{path}: no such policy file") from None
+    except OSError as exc:
+        raise PolicyError(f"{path}: cannot read ({exc.strerror})") from None
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise PolicyError(f"{path}: invalid TOML: {exc}") from None
+    except UnicodeDecodeError:
+        raise PolicyError(f"{path}: not UTF-8 text") from None
+
+
+def _resolve(path: Path, seen: tuple[Path, ...]) -> dict[str, Any]:
+    raw = _read_toml(path)
+    base_name = raw.get("extends")
+    if base_name is None:
+        return raw
+    if not isinstance(base_name, str):
+        raise PolicyError(f"{path}: extends: {base_name!r} is not a file name")
+    base_path = (path.parent / base_name).resolve()
+    if base_path in seen:
+        chain = " -> ".join(str(p) for p in (*seen, base_path))
+        raise PolicyError(f"{path}: extends: cycle {chain}")
+    base = _resolve(base_path, (*seen, base_path))
+    try:
+        Policy.model_validate(base)
+    except ValidationError as exc:
+        raise PolicyError(_format_validation(base_path, exc)) from None
+    merged = _merge(base, {k: v for k, v in raw.items() if k != "extends"})
+    merged["extends"] = base_name
+    return merged
+
+
+def load_policy(path: str | Path) -> Policy:
+    """Read, merge (extends) and validate a policy file. Raises PolicyError with one line."""
+    p = Path(path)
+    data = _resolve(p, (p.resolve(),))
+    try:
+        return Policy.model_validate(data)
+    except ValidationError as exc:
+        raise PolicyError(_format_validation(p, exc)) from None
+
+
+def json_schema() -> dict[str, Any]:
+    schema = Policy.model_json_schema(by_alias=True)
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "aios-host policy"
+    return schema

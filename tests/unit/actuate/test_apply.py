@@ -1,0 +1,130 @@
+"""decide -> plan -> apply -> rollback on a fake cgroup v2 host (VM-captured files)."""
+
+import errno
+import json
+
+import pytest
+
+from aios_host.actuate.apply import ApplyError, apply_plan, rollback
+from aios_host.actuate.state import StateStore
+from aios_host.cli import main
+from aios_host.kernel.cgroup import CgroupFs
+from aios_host.kernel.inventory import read_inventory
+from aios_host.policy.engine import decide
+from aios_host.policy.schema import load_policy
+from aios_host.policy.targets import resolve_targets
+from tests.unit.fixtures import HYBRID, FakeCgroupRoot, fake_cgroup, fake_host, fake_v2_host
+
+POLICY = """
+[host]
+reserve_cores = 1
+[[class]]
+name = "train"
+weight = 300
+priority = 10
+cpu.min = 1
+memory.min = "1G"
+memory.high = "auto"
+memory.max = "4G"
+[[class]]
+name = "batch"
+cpu.max = 1.5
+io.weight = 50
+io.max."8:0" = { rbps = "10M" }
+"""
+
+
+@pytest.fixture
+def host(tmp_path):
+    fake_v2_host(tmp_path / "root")
+    (tmp_path / "p.toml").write_text(POLICY)
+    return FakeCgroupRoot.make(tmp_path / "root"), tmp_path / "p.toml"
+
+
+def snapshot_tree(root):
+    base = root.path("/sys/fs/cgroup")
+    return {str(p.relative_to(base)): p.read_text() for p in sorted(base.rglob("*")) if p.is_file()}
+
+
+def _decide(root, policy_path):
+    fs = CgroupFs(root)
+    policy = load_policy(policy_path)
+    targets = resolve_targets(fs, policy)
+    return decide(policy, fs, read_inventory(root), targets, {}), fs
+
+
+def test_plan_order(host):
+    root, policy = host
+    d, _ = _decide(root, policy)
+    ops = [w.op for w in d.plan.writes]
+    assert ops == sorted(ops, key=["mkdir", "enable", "write", "move"].index)
+    paths = [w.path for w in d.plan.writes]
+    assert paths[:3] == ["/sys/fs/cgroup/aios.slice", "/sys/fs/cgroup/aios.slice/train",
+                         "/sys/fs/cgroup/aios.slice/batch"]
+    enables = [w for w in d.plan.writes if w.op == "enable"]
+    depths = [w.path.count("/") for w in enables]
+    assert depths == sorted(depths)  # parents before children
+    assert {w.new for w in enables} == {"+cpu", "+memory", "+io"}
+    train = [w.path.rsplit("/", 1)[1] for w in d.plan.writes if "/train/" in w.path]
+    assert train.index("memory.high") < train.index("memory.max") or train.index("memory.max") < train.index("memory.high")
+    assert all(w.reason for w in d.plan.writes)
+
+
+def test_apply_then_reapply_plans_nothing_then_rollback_is_byte_exact(host):
+    root, policy = host
+    before = snapshot_tree(root)
+    d, fs = _decide(root, policy)
+    rec = apply_plan(root, d.plan, str(policy), fs.mount)
+    assert rec is not None and rec.status == "applied"
+    cg = fs.cgroup("aios.slice/batch")
+    assert cg.read("cpu.max") == "150000 100000"
+    assert cg.read("io.max") == "8:0 rbps=10485760 wbps=max riops=max wiops=max"
+    assert fs.cgroup("aios.slice/train").read("memory.max") == str(4 << 30)
+    assert fs.cgroup("").subtree_control() != ()
+    state = json.loads(StateStore(root).path.read_text())
+    assert state["applies"][0]["status"] == "applied"
+
+    d2, _ = _decide(root, policy)
+    assert d2.plan.writes == (), [w.path for w in d2.plan.writes]
+
+    undone = rollback(root)
+    assert len(undone) == 1
+    assert snapshot_tree(root) == before
+    assert StateStore(root).load() == []
+
+
+def test_failed_write_undoes_everything(host, monkeypatch):
+    root, policy = host
+    before = snapshot_tree(root)
+    d, fs = _decide(root, policy)
+    bad = next(i for i, w in enumerate(d.plan.writes) if w.path.endswith("batch/cpu.max"))
+    real = type(root).write_text
+
+    def failing(self, path, value):
+        if path == d.plan.writes[bad].path:
+            from aios_host.errors import KernelError
+            raise KernelError(f"write {value!r}", self.path(path), errno.EINVAL)
+        return real(self, path, value)
+
+    monkeypatch.setattr(type(root), "write_text", failing)
+    with pytest.raises(ApplyError) as exc:
+        apply_plan(root, d.plan, str(policy), fs.mount)
+    assert "batch/cpu.max" in str(exc.value) and "EINVAL" in str(exc.value)
+    assert f"all {bad} earlier writes were undone" in str(exc.value)
+    assert snapshot_tree(root) == before
+
+
+def test_hybrid_host_dry_run_marks_and_apply_refuses(tmp_path, capsys):
+    fake_host(tmp_path / "root", HYBRID)
+    fake_cgroup(tmp_path / "root", "/sys/fs/cgroup/unified", HYBRID,
+                {"cgroup.controllers": "hugetlb\n"})
+    (tmp_path / "p.toml").write_text(POLICY)
+    root = str(tmp_path / "root")
+    assert main(["policy", "apply", "--dry-run", "--sample-ms", "0", "--root", root,
+                 str(tmp_path / "p.toml")]) == 0
+    out = capsys.readouterr().out
+    assert "NO cpu controller here" in out and "cannot be applied on this host" in out
+    assert main(["policy", "apply", "--sample-ms", "0", "--root", root, str(tmp_path / "p.toml")]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "lacks cpu, io, memory" in err and "nothing was changed" in err
+    assert not (tmp_path / "root/sys/fs/cgroup/unified/aios.slice").exists()
