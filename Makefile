@@ -61,7 +61,7 @@ $(SETUP_STAMP): pyproject.toml | $(VENV)/bin/python
 venv: $(SETUP_STAMP)
 
 test: setup
-	$(PY) -m pytest tests/unit tests/bpf
+	$(PY) -m pytest tests/unit tests/host $(wildcard tests/bpf)
 
 unit: setup
 	$(PY) -m pytest tests/unit

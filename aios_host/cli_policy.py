@@ -6,21 +6,20 @@ import argparse
 import json
 import sys
 from dataclasses import asdict
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from aios_host.actuate.apply import apply_plan, refuse_unavailable, rollback
 from aios_host.errors import AiosError
 from aios_host.kernel.cgroup import CgroupFs
 from aios_host.kernel.inventory import read_inventory
 from aios_host.kernel.root import SysRoot
-from aios_host.policy import explain
-from aios_host.policy.demand import build_problem, capacity, measure
-from aios_host.policy.engine import Decision, assign, decide
-from aios_host.policy.plan import Plan
-from aios_host.policy.schema import json_schema, load_policy
-from aios_host.policy.solver import solve
-from aios_host.policy.targets import resolve_targets
 from aios_host.table import render
+
+if TYPE_CHECKING:
+    from aios_host.policy.engine import Decision
+    from aios_host.policy.plan import Plan
+
+# The engine (OR-Tools, pydantic) is imported by the commands that use it, so that `aios-host
+# doctor` and the other commands start without paying for it.
 
 
 def _out_json(obj: Any) -> None:
@@ -29,6 +28,11 @@ def _out_json(obj: Any) -> None:
 
 
 def _decide(args: argparse.Namespace) -> tuple[Decision, CgroupFs]:
+    from aios_host.policy.demand import measure
+    from aios_host.policy.engine import decide
+    from aios_host.policy.schema import load_policy
+    from aios_host.policy.targets import resolve_targets
+
     policy = load_policy(args.file)
     root = SysRoot(args.root)
     fs = CgroupFs(root)
@@ -68,6 +72,11 @@ def _plan_json(d: Decision, applied: bool | None = None) -> dict[str, Any]:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
+    from aios_host.policy.demand import build_problem, capacity
+    from aios_host.policy.engine import assign
+    from aios_host.policy.schema import load_policy
+    from aios_host.policy.solver import solve
+
     root = SysRoot(args.root)
     inv = read_inventory(root)
     results, worst = [], 0
@@ -103,6 +112,8 @@ def cmd_diff(args: argparse.Namespace) -> int:
 
 
 def cmd_apply(args: argparse.Namespace) -> int:
+    from aios_host.actuate.apply import apply_plan, refuse_unavailable
+
     d, fs = _decide(args)
     if args.dry_run:
         if args.json:
@@ -123,6 +134,8 @@ def cmd_apply(args: argparse.Namespace) -> int:
 
 
 def cmd_rollback(args: argparse.Namespace) -> int:
+    from aios_host.actuate.apply import rollback
+
     undone = rollback(SysRoot(args.root))
     if args.json:
         _out_json({"rolled_back": [{"id": r.id, "policy": r.policy, "writes": len(r.writes)}
@@ -136,6 +149,8 @@ def cmd_rollback(args: argparse.Namespace) -> int:
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
+    from aios_host.policy import explain
+
     d, _ = _decide(args)
     if args.json:
         _out_json({
@@ -160,6 +175,8 @@ def cmd_explain(args: argparse.Namespace) -> int:
 
 
 def cmd_schema(args: argparse.Namespace) -> int:
+    from aios_host.policy.schema import json_schema
+
     _out_json(json_schema())
     return 0
 

@@ -13,7 +13,7 @@ import os
 import re
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from enum import Enum
+from enum import StrEnum
 
 from aios_host.errors import AiosError
 from aios_host.kernel.cgroup import RESOURCE_CONTROLLERS, CgroupFs
@@ -21,7 +21,7 @@ from aios_host.kernel.procfs import read_mounts, read_osrelease, read_pid1_comm
 from aios_host.kernel.root import SysRoot
 
 
-class Status(str, Enum):
+class Status(StrEnum):
     OK = "ok"
     DEGRADED = "degraded"  # present but limited: aios-host uses a reduced path
     MISSING = "missing"

@@ -65,8 +65,6 @@ def test_plan_order(host):
     depths = [w.path.count("/") for w in enables]
     assert depths == sorted(depths)  # parents before children
     assert {w.new for w in enables} == {"+cpu", "+memory", "+io"}
-    train = [w.path.rsplit("/", 1)[1] for w in d.plan.writes if "/train/" in w.path]
-    assert train.index("memory.high") < train.index("memory.max") or train.index("memory.max") < train.index("memory.high")
     assert all(w.reason for w in d.plan.writes)
 
 
@@ -128,3 +126,14 @@ def test_hybrid_host_dry_run_marks_and_apply_refuses(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "lacks cpu, io, memory" in err and "nothing was changed" in err
     assert not (tmp_path / "root/sys/fs/cgroup/unified/aios.slice").exists()
+
+
+@pytest.mark.parametrize(("old_max", "first"), [(str(8 << 30), "memory.high"), (str(1 << 30), "memory.max")])
+def test_memory_high_before_max_when_shrinking_max_first_when_growing(host, old_max, first):
+    root, policy = host
+    fs = CgroupFs(root)
+    fs.create("aios.slice/train")  # exists, with memory.max = old_max; the policy wants 4G
+    root.path("/sys/fs/cgroup/aios.slice/train/memory.max").write_text(old_max + "\n")
+    d, _ = _decide(root, policy)
+    names = [w.path.rsplit("/", 1)[1] for w in d.plan.writes if "/train/memory." in w.path]
+    assert [n for n in names if n in ("memory.high", "memory.max")][0] == first

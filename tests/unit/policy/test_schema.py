@@ -24,7 +24,7 @@ BAD = [
     ('[[class]]\nname = "a"\ncpu.min = 4\ncpu.max = 2\n', "class[0].cpu: min 4 is above max 2"),
     ('[[class]]\nname = "a"\ncpu.exclusive = true\ncpu.min = 1.5\n', "exclusive = true needs min = a whole number"),
     ('[[class]]\nname = "a"\nmemory.min = "4G"\nmemory.max = "1G"\n', "need min <= low <= high <= max"),
-    ('[[class]]\nname = "a"\nmatch.comm = "(unclosed"\n', "class[0].match.comm: '(unclosed' is not a valid regular expression"),
+    ('[[class]]\nname = "a"\nmatch.comm = "(unclosed"\n', "class[0].match.comm: '(unclosed' is not a valid regular"),
     ('[[class]]\nname = "a"\nio.max."sda" = { rbps = "1M" }\n', "device 'sda' is not MAJ:MIN"),
     ('[[class]]\nname = "a"\ncpu.min = "150%"\n', "is not a number of cores"),
     ('[energy]\nprofile = "turbo"\n', "energy.profile: 'turbo': input should be"),

@@ -1,0 +1,129 @@
+"""The kernel layer and doctor on the real host running the tests (here: hybrid cgroups, 6.18)."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+
+import pytest
+
+from aios_host.errors import KernelError
+from aios_host.kernel.cgroup import CgroupFs
+from aios_host.kernel.root import SysRoot
+
+
+@pytest.fixture
+def fs():
+    return CgroupFs(SysRoot("/"))
+
+
+@pytest.fixture
+def scratch(fs):
+    rel = f"aios-hosttest-{os.getpid()}"
+    cg = fs.create(rel)
+    yield cg
+    if cg.populated():
+        cg.kill()
+        deadline = time.monotonic() + 10
+        while cg.populated() and time.monotonic() < deadline:
+            time.sleep(0.05)
+    fs.remove(rel)
+
+
+def _cgroup2_mount_from_proc() -> str:
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            fields = line.split()
+            sep = fields.index("-")
+            if fields[sep + 1] == "cgroup2":
+                return fields[4]
+    raise AssertionError("no cgroup2 mount")
+
+
+def test_doctor_agrees_with_the_kernel():
+    out = subprocess.run([sys.executable, "-m", "aios_host", "doctor", "--json"],
+                         capture_output=True, text=True, check=True)
+    doc = json.loads(out.stdout)
+    mount = _cgroup2_mount_from_proc()
+    assert doc["cgroup2_mount"] == mount
+    with open(f"{mount}/cgroup.controllers") as f:
+        assert doc["controllers_available"] == f.read().split()
+    build = f"/lib/modules/{platform.release()}/build/include/generated/utsrelease.h"
+    if os.path.exists(build):
+        matching = f'"{platform.release()}"' in open(build).read()
+        assert doc["headers"] == ("matching" if matching else "fallback")
+    else:
+        assert doc["headers"] == "missing"
+    status = {f["name"]: f["status"] for f in doc["features"]}
+    assert status["cpufreq"] == ("ok" if os.path.isdir("/sys/devices/system/cpu/cpufreq/policy0") else "missing")
+    with open("/proc/1/comm") as f:
+        assert status["systemd"] == ("ok" if f.read().strip() == "systemd" else "missing")
+    try:
+        import bcc  # noqa: F401
+        assert status["bcc"] == "ok"
+    except ImportError:
+        assert status["bcc"] == "missing"
+
+
+def test_kill_ends_a_process_tree(scratch):
+    procs = SysRoot("/").path(scratch.file("cgroup.procs"))
+
+    def join():
+        with open(procs, "w") as f:
+            f.write(str(os.getpid()))
+
+    p = subprocess.Popen(["/bin/sh", "-c", "sleep 1000 & sleep 1000 & wait"], preexec_fn=join)
+    deadline = time.monotonic() + 10
+    while len(scratch.procs()) < 3 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert len(scratch.procs()) == 3 and scratch.populated()
+    scratch.kill()
+    assert p.wait(timeout=10) == -9
+    while scratch.populated() and time.monotonic() < deadline + 10:
+        time.sleep(0.05)
+    assert scratch.procs() == ()
+
+
+def test_freeze_move_and_stats(fs, scratch):
+    p = subprocess.Popen(["/bin/sleep", "1000"])
+    try:
+        scratch.move_pid(p.pid)
+        assert fs.cgroup_of_pid(p.pid).rel == scratch.rel
+        scratch.freeze(True)
+        deadline = time.monotonic() + 10
+        while scratch.events()["frozen"] != 1 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert scratch.events()["frozen"] == 1
+        scratch.freeze(False)
+        assert "usage_usec" in scratch.cpu_stat()
+        assert scratch.id == os.stat(SysRoot("/").path(scratch.kernel_path)).st_ino
+    finally:
+        p.kill()
+        p.wait()
+
+
+def test_writes_this_host_cannot_take_name_path_and_errno(fs, scratch):
+    if "memory" in fs.cgroup("").controllers():
+        pytest.skip("this host's cgroup v2 has the memory controller")
+    with pytest.raises(KernelError) as exc:
+        scratch.set_memory_limit("high", 1 << 30)
+    assert exc.value.errno == 2 and exc.value.path.endswith(f"{scratch.rel}/memory.high")
+    assert not SysRoot("/").exists(scratch.file("memory.high"))
+
+
+def test_policy_apply_refused_up_front_where_controllers_are_missing(fs, tmp_path):
+    if {"cpu", "memory", "io"} <= set(fs.cgroup("").controllers()):
+        pytest.skip("this host's cgroup v2 has every controller")
+    policies = os.path.join(os.path.dirname(__file__), "..", "..", "policies", "default.toml")
+    run = subprocess.run([sys.executable, "-m", "aios_host", "policy", "apply", "--sample-ms", "0", policies],
+                         capture_output=True, text=True)
+    assert run.returncode == 1
+    assert run.stderr.count("\n") == 1 and "nothing was changed" in run.stderr
+    assert not fs.exists("aios.slice")
+    dry = subprocess.run([sys.executable, "-m", "aios_host", "policy", "apply", "--dry-run", "--sample-ms", "0",
+                          policies], capture_output=True, text=True)
+    assert dry.returncode == 0 and "controller here" in dry.stdout

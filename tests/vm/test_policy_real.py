@@ -1,0 +1,156 @@
+"""Apply / rollback of the example policies on a real cgroup v2 tree with live processes."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from aios_host.actuate.apply import ApplyError, apply_plan, rollback
+from aios_host.kernel import cgroup_format as fmt
+from aios_host.kernel.cgroup import CgroupFs
+from aios_host.kernel.inventory import read_inventory
+from aios_host.kernel.root import SysRoot
+from aios_host.policy.demand import measure
+from aios_host.policy.engine import decide
+from aios_host.policy.plan import Plan, Write
+from aios_host.policy.schema import load_policy
+from aios_host.policy.targets import resolve_targets
+
+POLICIES = sorted((Path(__file__).resolve().parents[2] / "policies").glob("*.toml"))
+CONTROL = ("cgroup.subtree_control", "cpu.weight", "cpu.max", "cpuset.cpus", "cpuset.mems",
+           "memory.min", "memory.low", "memory.high", "memory.max", "io.weight", "io.max")
+
+
+@pytest.fixture
+def root():
+    r = SysRoot("/")
+    yield r
+    rollback(r)  # whatever a test left applied
+    fs = CgroupFs(r)
+    if fs.exists("aios.slice"):
+        for cg in reversed(list(fs.walk("aios.slice"))):
+            cg.kill()
+            deadline = time.monotonic() + 10
+            while cg.populated() and time.monotonic() < deadline:
+                time.sleep(0.05)
+            fs.remove(cg.rel)
+
+
+@pytest.fixture
+def workloads(tmp_path):
+    """A 'vllm' process (matched by comm) and a job-labelled 'train' process, plus a CPU hog."""
+    vllm = tmp_path / "vllm"
+    shutil.copy("/bin/sleep", vllm)
+    procs = [
+        subprocess.Popen([str(vllm), "1000"]),
+        subprocess.Popen(["/bin/sleep", "1000"], env={**os.environ, "AIOS_JOB": "train"}),
+        subprocess.Popen([sys.executable, "-c", "while True: pass"],
+                         env={**os.environ, "AIOS_JOB": "train"}),
+    ]
+    yield procs
+    for p in procs:
+        p.kill()
+        p.wait()
+
+
+def tree_state(fs: CgroupFs) -> dict[str, str | None]:
+    """Every control file aios-host may write, in the root and in aios.slice, byte for byte."""
+    state: dict[str, str | None] = {}
+    cgs = [fs.cgroup("")] + (list(fs.walk("aios.slice")) if fs.exists("aios.slice") else [])
+    for cg in cgs:
+        for f in CONTROL:
+            state[f"{cg}/{f}"] = cg.read_optional(f)
+    return state
+
+
+def _decide(root: SysRoot, path: Path, sample_s: float = 0.3):
+    fs = CgroupFs(root)
+    policy = load_policy(path)
+    targets = resolve_targets(fs, policy)
+    return decide(policy, fs, read_inventory(root), targets, measure(fs, targets, sample_s)), fs
+
+
+def _read_back(fs: CgroupFs, w: Write) -> None:
+    text = fs.root.read_text(w.path)
+    name = w.path.rsplit("/", 1)[1]
+    if w.op == "enable":
+        assert w.new[1:] in text.split(), (w.path, text)
+    elif w.op == "move":
+        assert w.new in text.split(), (w.path, text)
+    elif name == "io.max":
+        dev = w.new.split()[0]
+        assert fmt.parse_io_max(text)[dev] == fmt.parse_io_max(w.new)[dev]
+    elif name == "cpu.max":
+        assert fmt.parse_cpu_max(text) == fmt.parse_cpu_max(w.new)
+    elif name in ("cpuset.cpus", "cpuset.mems"):
+        assert fmt.parse_cpu_list(text) == fmt.parse_cpu_list(w.new)
+    elif name == "io.weight":
+        assert fmt.parse_io_weight(text)["default"] == fmt.parse_io_weight(w.new)["default"]
+    else:
+        assert text.strip() == w.new, (w.path, text, w.new)
+
+
+@pytest.mark.parametrize("path", POLICIES, ids=lambda p: p.stem)
+def test_apply_reads_back_and_rollback_is_byte_exact(root, workloads, path):
+    fs = CgroupFs(root)
+    before = tree_state(fs)
+    pids_before = {p.pid: fs.cgroup_of_pid(p.pid).rel for p in workloads}
+    d, fs = _decide(root, path)
+    assert not d.plan.unavailable
+    rec = apply_plan(root, d.plan, str(path), fs.mount)
+    assert rec is not None
+    for w in d.plan.writes:
+        if w.op != "mkdir":
+            _read_back(fs, w)
+    # the workloads were moved into their classes
+    assert fs.cgroup_of_pid(workloads[0].pid).rel == "aios.slice/inference"
+    assert fs.cgroup_of_pid(workloads[1].pid).rel == "aios.slice/training"
+    # applying the same policy again plans nothing
+    d2, _ = _decide(root, path, sample_s=0)
+    assert [w for w in d2.plan.writes if w.op != "move"] == [], d2.plan.writes
+    rollback(root)
+    assert tree_state(fs) == before
+    assert {p.pid: fs.cgroup_of_pid(p.pid).rel for p in workloads} == pids_before
+
+
+def test_cgroup_removed_during_apply_leaves_tree_as_before(root):
+    fs = CgroupFs(root)
+    fs.create("aios.slice/batch")  # exists at plan time, removed before apply reaches it
+    before = tree_state(fs)
+    d, fs = _decide(root, POLICIES[0])
+    fs.remove("aios.slice/batch")
+    with pytest.raises(ApplyError, match="ENOENT"):
+        apply_plan(root, d.plan, "default", fs.mount)
+    fs.create("aios.slice/batch")
+    assert tree_state(fs) == before
+
+
+def test_value_the_kernel_rejects_leaves_tree_as_before(root):
+    fs = CgroupFs(root)
+    before = tree_state(fs)
+    d, fs = _decide(root, POLICIES[0])
+    writes = list(d.plan.writes)
+    i = next(i for i, w in enumerate(writes) if w.path.endswith("batch/cpu.max"))
+    writes.insert(i + 1, replace(writes[i], new="0 100000", reason="test: rejected by the kernel"))
+    with pytest.raises(ApplyError) as exc:
+        apply_plan(root, Plan(tuple(writes)), "default", fs.mount)
+    assert "EINVAL" in str(exc.value) and "batch/cpu.max" in str(exc.value)
+    assert tree_state(fs) == before
+    assert not fs.exists("aios.slice")
+
+
+def test_cli_apply_dry_run_and_check():
+    env = {**os.environ}
+    check = subprocess.run([sys.executable, "-m", "aios_host", "policy", "check", *map(str, POLICIES)],
+                           capture_output=True, text=True, env=env)
+    assert check.returncode == 0, check.stderr
+    dry = subprocess.run([sys.executable, "-m", "aios_host", "policy", "apply", "--dry-run",
+                          str(POLICIES[0])], capture_output=True, text=True, env=env)
+    assert dry.returncode == 0 and "aios.slice" in dry.stdout and "NO " not in dry.stdout
