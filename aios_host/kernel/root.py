@@ -101,7 +101,9 @@ class SysRoot:
         p = self.path(kernel_path)
         data = value.encode()
         try:
-            fd = os.open(p, os.O_WRONLY | os.O_CLOEXEC)
+            # O_TRUNC is ignored by kernfs (it is what `echo >` uses) and makes a fake root's
+            # regular files hold exactly the value written, as the kernel's would.
+            fd = os.open(p, os.O_WRONLY | os.O_TRUNC | os.O_CLOEXEC)
         except OSError as exc:
             raise KernelError.from_oserror(f"write {value.strip()!r}", p, exc) from exc
         try:

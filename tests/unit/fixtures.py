@@ -65,6 +65,30 @@ class FakeCgroupRoot:
                                 {"cgroup.procs": "", "cgroup.subtree_control": "\n",
                                  "cgroup.events": "populated 0\nfrozen 0\n"})
 
+            def write_text(self, kernel_path, value):
+                name = str(kernel_path).rsplit("/", 1)[-1]
+                p = self.path(kernel_path)
+                if name == "cgroup.subtree_control" and p.exists():
+                    # "+cpu -io" edits the enabled set, as cgroup_subtree_control_write() does
+                    enabled = p.read_text().split()
+                    for tok in value.split():
+                        ctrl = tok[1:]
+                        if tok[0] == "+" and ctrl not in enabled:
+                            enabled.append(ctrl)
+                        elif tok[0] == "-" and ctrl in enabled:
+                            enabled.remove(ctrl)
+                    value = " ".join(enabled) + "\n"  # the kernel prints "\n" for none
+                elif name == "io.max" and p.exists():
+                    # one device line replaces that device's line; all-"max" removes it
+                    dev = value.split()[0]
+                    lines = [ln for ln in p.read_text().splitlines() if ln and ln.split()[0] != dev]
+                    if any(not tok.endswith("=max") for tok in value.split()[1:]):
+                        lines.append(value.strip())
+                    value = "".join(ln + "\n" for ln in lines)
+                elif not value.endswith("\n"):
+                    value += "\n"  # kernel files end in a newline whatever was written
+                super().write_text(kernel_path, value)
+
             def rmdir(self, kernel_path):
                 p = self.path(kernel_path)
                 if p.is_dir() and not any(c.is_dir() for c in p.iterdir()):

@@ -57,7 +57,7 @@ def test_bcc_tracepoint_program_loads_and_counts() -> None:
     from bcc import BPF
 
     prog = BPF(
-        text="""
+        text=b"""
         BPF_ARRAY(count, u64, 1);
         TRACEPOINT_PROBE(sched, sched_process_exec) {
             int zero = 0;
@@ -69,7 +69,7 @@ def test_bcc_tracepoint_program_loads_and_counts() -> None:
     try:
         for _ in range(3):
             assert _run("/bin/true").returncode == 0
-        counted = prog["count"][0].value
+        counted = prog[b"count"][0].value
     finally:
         prog.cleanup()
     assert counted >= 3, counted

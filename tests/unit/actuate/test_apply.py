@@ -75,9 +75,9 @@ def test_apply_then_reapply_plans_nothing_then_rollback_is_byte_exact(host):
     rec = apply_plan(root, d.plan, str(policy), fs.mount)
     assert rec is not None and rec.status == "applied"
     cg = fs.cgroup("aios.slice/batch")
-    assert cg.read("cpu.max") == "150000 100000"
-    assert cg.read("io.max") == "8:0 rbps=10485760 wbps=max riops=max wiops=max"
-    assert fs.cgroup("aios.slice/train").read("memory.max") == str(4 << 30)
+    assert cg.read("cpu.max") == "150000 100000\n"
+    assert cg.read("io.max").endswith("8:0 rbps=10485760 wbps=max riops=max wiops=max\n")
+    assert fs.cgroup("aios.slice/train").read("memory.max") == f"{4 << 30}\n"
     assert fs.cgroup("").subtree_control() != ()
     state = json.loads(StateStore(root).path.read_text())
     assert state["applies"][0]["status"] == "applied"

@@ -1,0 +1,488 @@
+"""Problem -> Allocation: the tiered LP, solved with GLOP through OR-Tools' model-builder helper.
+
+What is optimised, in this order (each step keeps what the steps before it decided):
+
+1. **Guarantees of every tier** are reserved first. If, for some resource, the mins of all
+   classes together exceed the capacity, `InfeasibleError` names the resource, the classes with
+   guarantees (largest first) and the shortfall. A class whose min exceeds its max is refused too.
+2. **Tiers**, highest `priority` first. A tier is solved in the capacity left after the amounts
+   given to higher tiers (fixed: they are subtracted, never re-optimised) and after the mins of
+   lower tiers (reserved: step 1 promised them).
+3. **Inside a tier, weights first**: the seed LP of problem.py,
+   maximize sum_i w_i x_ir  s.t.  sum_i c_ir x_ir <= C_r(tier),  lo_ir <= x_ir <= hi_ir.
+4. **Then max-min fairness, as the tie-break among allocations that are optimal for step 3**:
+   the classes that step 3 is indifferent between (same w_i / c_ir as the class served last:
+   zero reduced cost) share what step 3 gave them by maximising t subject to
+   x_ir >= t * hi_ir, i.e. every one of them gets the same fraction of what it may receive.
+
+Why weights first and max-min second, not the other way round. With one capacity constraint per
+resource, "maximize t s.t. t <= x_ir for every class" uses up the whole capacity whenever the
+capacity binds (every class sits at t* or at its min), so a second "maximize sum w_i x_ir s.t.
+x_ir >= t*" step has nothing left to give: under contention, the only case that matters, weights
+would have no effect at all (two classes of one core each on one core: weights 1 and 10 would both
+get half). Weights first keeps the weights meaningful, keeps the objective equal to the optimum
+of the seed LP (so it is never below the greedy fractional-knapsack baseline, greedy.py), and uses
+max-min exactly where the LP alone is arbitrary: between classes it values equally, where a
+simplex vertex would give one of them everything and the other nothing. Fairness is measured
+against hi_ir (demand capped by max) so that a capped class does not hold the others' level down.
+
+The price of this choice, stated plainly: between classes of different w_i / c_ir the tier is
+served in that order (a fractional knapsack), so a class can get only its min while a class of a
+better ratio is fully served. A min is the tool to protect a class from that.
+
+"More weight never means less share" holds: raising w_i only raises class i's ratio, which moves
+it ahead of (or into, or out of) the group of equal ratios; in each case what it receives does
+not shrink (the tests check it with hypothesis).
+
+Conventions:
+
+- x_ir is the satisfied fraction of the class's demand c_ir, where the demand is raised to the
+  min when min > demand (a guarantee is always honoured). A class with no demand and no min has
+  x_ir = 1 (nothing asked, all given) and a_ir = 0; it still counts w_i in the objective, in
+  greedy.py too.
+- Each resource is its own LP (no constraint couples resources), but all contended resources of a
+  tier are solved in one GLOP model. A resource of a tier that fits entirely, or that has nothing
+  left above its mins, needs no LP: its answer is the bound.
+- Numerics: each resource is scaled by its tier capacity before GLOP sees it (memory is in bytes:
+  coefficients of 1e10 are poor for a simplex); duals are scaled back to native units. Results are
+  clamped to the bounds, tiny negatives to 0, and a tier's amounts are scaled down above the mins if
+  GLOP's tolerance left them over the capacity, so sum_i a_ir <= C_r holds.
+- Determinism: classes are sorted by (-priority, name) before anything is built; the model is built
+  in that order; GLOP is deterministic; outputs are dicts in that order. The same classes given in
+  another order produce the same amounts.
+
+Explanation (`Allocation.bindings`): for each tier and resource a `capacity` binding when the tier
+used all the capacity left to it, and per class a `min`, `max` or `demand` binding when its amount
+sits on that bound. `dual` is the shadow price of the step-3 LP of that tier, per native unit of the
+resource (per core, per byte, per unit of I/O share), as objective gain per unit of relaxation (so
+it is >= 0): for capacity, what one more unit would add to the tier's sum w_i x_ir; for a class
+bound, the reduced cost per unit of amount: w_i / c_ir - capacity dual for `max`/`demand`, its
+negation for `min`, and 0 when negative (the bound is active but holds nothing back).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from ortools.linear_solver.python import model_builder_helper as mbh
+
+from aios_host.policy.problem import (
+    RESOURCES,
+    UNITS,
+    Allocation,
+    Binding,
+    ClassDemand,
+    InfeasibleError,
+    Problem,
+)
+
+# Relative slack when comparing sums against capacities (guarantee check, fit test).
+CAPACITY_RTOL = 1e-9
+# Absolute tolerance on x (a fraction in [0, 1]) for "sits on its bound".
+BOUND_TOL = 1e-9
+# Relative tolerance on w_i / c_ir for "step 3 is indifferent between these classes".
+TIE_RTOL = 1e-9
+GIB = 1024**3
+
+
+@dataclass(frozen=True)
+class ProblemArrays:
+    """The problem as arrays: rows are resources, columns classes sorted by (-priority, name).
+
+    Shared with greedy.py so both read a Problem the same way (raised demands, caps, x of 1 for a
+    class that asks for nothing).
+    """
+
+    names: tuple[str, ...]
+    priority: np.ndarray  # (n,) int
+    weight: np.ndarray  # (n,)
+    resources: tuple[str, ...]
+    capacity: np.ndarray  # (R,), clamped at 0
+    demand: np.ndarray  # (R, n): c_ir, raised to the min
+    lo_amt: np.ndarray  # (R, n): min_ir (0 when none)
+    hi_amt: np.ndarray  # (R, n): min(c_ir, max_ir)
+    capped: np.ndarray  # (R, n) bool: max_ir < c_ir, so hi is the max, not the demand
+    has_min: np.ndarray  # (R, n) bool
+
+    @property
+    def lo(self) -> np.ndarray:
+        return _fraction(self.lo_amt, self.demand, 1.0)
+
+    @property
+    def hi(self) -> np.ndarray:
+        return _fraction(self.hi_amt, self.demand, 1.0)
+
+
+def _fraction(amount: np.ndarray, demand: np.ndarray, empty: float) -> np.ndarray:
+    """amount / demand, `empty` where the demand is 0."""
+    out = np.full(amount.shape, empty)
+    np.divide(amount, demand, out=out, where=demand > 0)
+    return out
+
+
+def _resources_of(problem: Problem) -> tuple[str, ...]:
+    known = [r for r in RESOURCES if r in problem.capacity]
+    return tuple(known + sorted(r for r in problem.capacity if r not in RESOURCES))
+
+
+def to_arrays(problem: Problem) -> ProblemArrays:
+    """Validate `problem` (ValueError for malformed input, InfeasibleError for min > max)."""
+    classes = sorted(problem.classes, key=lambda c: (-c.priority, c.name))
+    names = tuple(c.name for c in classes)
+    if len(set(names)) != len(names):
+        dup = sorted({n for n in names if names.count(n) > 1})
+        raise ValueError(f"class names must be unique: {', '.join(dup)}")
+    resources = _resources_of(problem)
+    known = set(resources)
+    for c in classes:
+        extra = (set(c.demand) | set(c.min) | set(c.max)) - known
+        if extra:
+            raise ValueError(f"class {c.name} names resources without capacity: {sorted(extra)}")
+        if not (c.weight > 0 and math.isfinite(c.weight)):
+            raise ValueError(f"class {c.name}: weight must be a positive number, not {c.weight}")
+
+    n, nr = len(classes), len(resources)
+    weight = np.fromiter((c.weight for c in classes), float, n)
+    priority = np.fromiter((c.priority for c in classes), np.int64, n)
+    raw = np.empty((nr, n))
+    lo = np.empty((nr, n))
+    mx = np.empty((nr, n))
+    for k, r in enumerate(resources):
+        raw[k] = [c.demand.get(r, 0.0) for c in classes]
+        lo[k] = [c.min.get(r, 0.0) for c in classes]
+        mx[k] = [c.max.get(r, math.inf) for c in classes]
+    _check_values(classes, resources, raw, lo, mx)
+
+    capacity = np.array([float(problem.capacity[r]) for r in resources])
+    if not np.all(np.isfinite(capacity)):
+        raise ValueError(f"capacities must be finite: {dict(problem.capacity)}")
+    demand = np.maximum(raw, lo)
+    return ProblemArrays(
+        names=names,
+        priority=priority,
+        weight=weight,
+        resources=resources,
+        capacity=np.maximum(capacity, 0.0),
+        demand=demand,
+        lo_amt=lo,
+        hi_amt=np.minimum(demand, mx),
+        capped=mx < demand,
+        has_min=lo > 0,
+    )
+
+
+def _check_values(
+    classes: Sequence[ClassDemand],
+    resources: Sequence[str],
+    raw: np.ndarray,
+    lo: np.ndarray,
+    mx: np.ndarray,
+) -> None:
+    for what, arr, allow_inf in (("demand", raw, False), ("min", lo, False), ("max", mx, True)):
+        bad = ~(arr >= 0) if allow_inf else ~((arr >= 0) & np.isfinite(arr))
+        if bad.any():
+            k, i = (int(v[0]) for v in np.nonzero(bad))
+            raise ValueError(
+                f"class {classes[i].name}: {what} of {resources[k]} must be a finite number"
+                f" >= 0, not {arr[k, i]}"
+            )
+    over = lo > mx
+    if over.any():
+        k, i = (int(v[0]) for v in np.nonzero(over))
+        r = resources[k]
+        raise InfeasibleError(
+            f"{r}: class {classes[i].name} has a guarantee of {_amount(r, lo[k, i])}"
+            f" above its limit of {_amount(r, mx[k, i])}"
+        )
+
+
+def _num(value: float) -> str:
+    text = f"{value:.2f}".rstrip("0").rstrip(".")
+    return "0" if text in ("", "-0") else text
+
+
+def _amount(resource: str, value: float) -> str:
+    """A human amount: '12 cores', '7.5 GiB', '30% I/O share'."""
+    if resource == "memory":
+        return f"{_num(value / GIB)} GiB"
+    if resource == "cpu":
+        return f"{_num(value)} core" if value == 1 else f"{_num(value)} cores"
+    if resource == "io":
+        return f"{_num(100 * value)}% I/O share"
+    return f"{_num(value)} {UNITS.get(resource, 'units')}"
+
+
+def check_guarantees(problem: Problem) -> None:
+    """Raise InfeasibleError when the guarantees of all tiers do not fit the capacity."""
+    check_guarantees_of(to_arrays(problem))
+
+
+def check_guarantees_of(data: ProblemArrays) -> None:
+    """Raise InfeasibleError when, for some resource, the mins of all tiers exceed the capacity."""
+    need = data.lo_amt.sum(axis=1)
+    for k, r in enumerate(data.resources):
+        cap = data.capacity[k]
+        if need[k] <= cap * (1 + CAPACITY_RTOL) + 1e-12:
+            continue
+        holders = [i for i in np.nonzero(data.lo_amt[k] > 0)[0].tolist()]
+        holders.sort(key=lambda i: (-data.lo_amt[k, i], data.names[i]))
+        listed = ", ".join(f"{data.names[i]} ({_amount(r, data.lo_amt[k, i])})" for i in holders)
+        raise InfeasibleError(
+            f"{r}: guarantees of {listed} need {_amount(r, need[k])} but {_amount(r, cap)}"
+            f" {'is' if cap == 1 and r == 'cpu' else 'are'} available after the reserve:"
+            f" {_amount(r, need[k] - cap)} short"
+        )
+
+
+@dataclass
+class _TierResult:
+    x: np.ndarray  # (R, m) satisfaction of the tier's classes
+    dual: np.ndarray  # (R,) capacity dual per native unit (0 where the capacity has slack)
+    binds: np.ndarray  # (R,) bool: the tier used all the capacity left to it
+
+
+def solve(problem: Problem) -> Allocation:
+    """The tiered allocation of `problem`; see the module docstring for what is optimised."""
+    data = to_arrays(problem)
+    check_guarantees_of(data)
+    n, nr = len(data.names), len(data.resources)
+    x = np.ones((nr, n))
+    lo, hi = data.lo, data.hi
+    bindings: list[Binding] = []
+
+    # Mins of classes at or after column j, per resource: what lower tiers were promised.
+    min_after = np.zeros((nr, n + 1))
+    min_after[:, :n] = np.cumsum(data.lo_amt[:, ::-1], axis=1)[:, ::-1]
+    used = np.zeros(nr)
+    for start, stop in _tiers(data.priority):
+        sl = slice(start, stop)
+        cap = data.capacity - used - min_after[:, stop]
+        cap = np.maximum(cap, data.lo_amt[:, sl].sum(axis=1))
+        res = _solve_tier(data.weight[sl], data.demand[:, sl], lo[:, sl], hi[:, sl], cap)
+        x[:, sl] = res.x
+        used += (data.demand[:, sl] * res.x).sum(axis=1)
+        bindings.extend(_tier_bindings(data, sl, res))
+
+    amounts = np.where(data.demand > 0, data.demand * x, 0.0)
+    amounts = np.maximum(amounts, 0.0)
+    objective = float((data.weight * x).sum())
+    return Allocation(
+        amounts=by_class(data, amounts),
+        satisfaction=by_class(data, x),
+        bindings=tuple(bindings),
+        objective=objective,
+    )
+
+
+def by_class(data: ProblemArrays, values: np.ndarray) -> dict[str, dict[str, float]]:
+    """(R, n) array -> {class: {resource: value}}, classes in (-priority, name) order."""
+    rows = zip(data.names, values.T.tolist(), strict=True)
+    return {nm: dict(zip(data.resources, row, strict=True)) for nm, row in rows}
+
+
+def _tiers(priority: np.ndarray) -> list[tuple[int, int]]:
+    """[start, stop) column ranges of equal priority; columns are sorted by priority already."""
+    if priority.size == 0:
+        return []
+    cuts = np.nonzero(np.diff(priority))[0] + 1
+    edges = [0, *cuts.tolist(), int(priority.size)]
+    return list(zip(edges[:-1], edges[1:], strict=True))
+
+
+def _solve_tier(
+    w: np.ndarray, c: np.ndarray, lo: np.ndarray, hi: np.ndarray, cap: np.ndarray
+) -> _TierResult:
+    """One tier: weights (step 3), then max-min among the ties (step 4). Shapes (R, m), cap (R,)."""
+    nr = c.shape[0]
+    x = hi.copy()
+    dual = np.zeros(nr)
+    binds = np.zeros(nr, dtype=bool)
+    floor_amt = (c * lo).sum(axis=1)
+    full_amt = (c * hi).sum(axis=1)
+    contended: list[int] = []
+    for k in range(nr):
+        if full_amt[k] <= cap[k] * (1 + CAPACITY_RTOL):
+            # Everything fits: all at hi, the capacity has slack (or holds exactly, dual 0).
+            binds[k] = full_amt[k] >= cap[k] * (1 - CAPACITY_RTOL) and full_amt[k] > 0
+        elif cap[k] - floor_amt[k] <= CAPACITY_RTOL * max(cap[k], 1e-300):
+            # Nothing above the mins: one more unit would go to the best ratio with room.
+            x[k] = lo[k]
+            binds[k] = True
+            dual[k] = _marginal_value(w, c[k], lo[k], hi[k], x[k])
+        else:
+            contended.append(k)
+    if contended:
+        for k, xk in zip(contended, _weights_lp(w, c, lo, hi, cap, contended), strict=True):
+            x[k] = xk
+            binds[k] = True
+        _fair_ties(w, c, lo, hi, x, contended)
+        np.clip(x, lo, hi, out=x)
+        _fit(c, lo, x, cap)
+        for k in contended:
+            dual[k] = _marginal_value(w, c[k], lo[k], hi[k], x[k])
+    return _TierResult(x=x, dual=dual, binds=binds)
+
+
+def _marginal_value(
+    w: np.ndarray, c: np.ndarray, lo: np.ndarray, hi: np.ndarray, x: np.ndarray
+) -> float:
+    """The capacity dual per native unit: what one more unit adds to the tier's objective.
+
+    That is the best w_i / c_ir among classes still below hi (one more unit goes to it). At a
+    nondegenerate vertex it is GLOP's dual; at a degenerate one (the capacity ends exactly on a
+    class boundary) every value between the two neighbouring ratios is a valid dual and GLOP may
+    return any of them, so the one-sided value is computed instead: it is what the docs promise.
+    """
+    room = _free(c, lo, hi) & (x < hi - BOUND_TOL)
+    return float(np.max(w[room] / c[room])) if room.any() else 0.0
+
+
+def _free(c: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    return (c > 0) & (hi - lo > BOUND_TOL * 1e-3)
+
+
+def _weights_lp(
+    w: np.ndarray,
+    c: np.ndarray,
+    lo: np.ndarray,
+    hi: np.ndarray,
+    cap: np.ndarray,
+    rows: Sequence[int],
+) -> list[np.ndarray]:
+    """Step 3 for the contended resources `rows` of a tier, in one GLOP model.
+
+    Only classes with room (lo < hi) become variables; the others are fixed and their amounts come
+    off the capacity. Each resource's row is scaled by its capacity. Returns x per row.
+    """
+    model = mbh.ModelBuilderHelper()
+    model.set_maximize(True)
+    layout: list[tuple[np.ndarray, np.ndarray]] = []
+    for k in rows:
+        free = np.nonzero(_free(c[k], lo[k], hi[k]))[0]
+        fixed_amt = float((c[k] * lo[k]).sum() - (c[k, free] * lo[k, free]).sum())
+        scale = float(cap[k])
+        idx = model.add_var_array_with_bounds(
+            lo[k, free], hi[k, free], np.zeros(free.size, dtype=bool), ""
+        )
+        model.set_objective_coefficients(idx.tolist(), w[free].tolist())
+        ct = model.add_linear_constraint()
+        model.set_constraint_lower_bound(ct, -math.inf)
+        model.set_constraint_upper_bound(ct, (scale - fixed_amt) / scale)
+        model.add_terms_to_constraint(
+            ct, [mbh.Variable(model, i) for i in idx.tolist()], (c[k, free] / scale).tolist()
+        )
+        layout.append((free, idx))
+    values = _glop(model).variable_values()
+    xs = []
+    for (free, idx), k in zip(layout, rows, strict=True):
+        xk = lo[k].copy()
+        xk[free] = values[idx]
+        xs.append(xk)
+    return xs
+
+
+def _fair_ties(
+    w: np.ndarray,
+    c: np.ndarray,
+    lo: np.ndarray,
+    hi: np.ndarray,
+    x: np.ndarray,
+    rows: Sequence[int],
+) -> None:
+    """Step 4, in place on x: max-min among the classes of zero reduced cost, in one GLOP model.
+
+    The group of a resource is the free classes whose ratio w_i / c_ir equals (within TIE_RTOL)
+    the lowest ratio among classes that step 3 served above their floor. Moving amount between
+    them leaves sum w_i x_ir unchanged, so this step only chooses among optimal allocations.
+    """
+    groups: list[tuple[int, np.ndarray]] = []
+    for k in rows:
+        free = _free(c[k], lo[k], hi[k])
+        served = free & (x[k] > lo[k] + BOUND_TOL)
+        if not served.any():
+            continue
+        ratio = np.zeros_like(w)
+        np.divide(w, c[k], out=ratio, where=c[k] > 0)
+        last = float(ratio[served].min())
+        group = np.nonzero(free & (np.abs(ratio - last) <= TIE_RTOL * last))[0]
+        if group.size >= 2:
+            groups.append((k, group))
+    if not groups:
+        return
+    model = mbh.ModelBuilderHelper()
+    model.set_maximize(True)
+    layout = []
+    for k, g in groups:
+        scale = float((c[k, g] * hi[k, g]).sum())
+        coef = c[k, g] / scale
+        total = float((coef * x[k, g]).sum())
+        t = model.add_var_array_with_bounds(np.zeros(1), np.ones(1), np.zeros(1, dtype=bool), "")
+        model.set_objective_coefficients(t.tolist(), [1.0])
+        t_var = mbh.Variable(model, int(t[0]))
+        idx = model.add_var_array_with_bounds(lo[k, g], hi[k, g], np.zeros(g.size, dtype=bool), "")
+        xs = [mbh.Variable(model, i) for i in idx.tolist()]
+        ct = model.add_linear_constraint()
+        model.set_constraint_lower_bound(ct, total)
+        model.set_constraint_upper_bound(ct, total)
+        model.add_terms_to_constraint(ct, xs, coef.tolist())
+        for xv, h in zip(xs, hi[k, g].tolist(), strict=True):
+            level = model.add_linear_constraint()  # x_i - hi_i * t >= 0
+            model.set_constraint_lower_bound(level, 0.0)
+            model.set_constraint_upper_bound(level, math.inf)
+            model.add_terms_to_constraint(level, [xv, t_var], [1.0, -h])
+        layout.append((k, g, idx))
+    values = _glop(model).variable_values()
+    for k, g, idx in layout:
+        x[k, g] = values[idx]
+
+
+def _glop(model: mbh.ModelBuilderHelper) -> mbh.ModelSolverHelper:
+    solver = mbh.ModelSolverHelper("glop")
+    solver.set_time_limit_in_seconds(10.0)
+    solver.solve(model)
+    if solver.status() != mbh.SolveStatus.OPTIMAL:
+        # The LPs here are feasible and bounded by construction: anything else is a bug.
+        raise RuntimeError(f"GLOP did not solve the allocation LP: {solver.status_string()}")
+    return solver
+
+
+def _fit(c: np.ndarray, lo: np.ndarray, x: np.ndarray, cap: np.ndarray) -> None:
+    """Scale the part above the mins down where the solver's tolerance overshot the capacity."""
+    amt = (c * x).sum(axis=1)
+    floor = (c * lo).sum(axis=1)
+    for k in np.nonzero(amt > cap)[0].tolist():
+        above = amt[k] - floor[k]
+        factor = max(0.0, cap[k] - floor[k]) / above if above > 0 else 0.0
+        x[k] = lo[k] + (x[k] - lo[k]) * factor
+
+
+def _tier_bindings(data: ProblemArrays, sl: slice, res: _TierResult) -> list[Binding]:
+    tier = int(data.priority[sl.start])
+    c = data.demand[:, sl]
+    lo, hi = data.lo[:, sl], data.hi[:, sl]
+    w = data.weight[sl]
+    names = data.names[sl]
+    x = res.x
+    # Reduced cost per native unit of amount: w_i / c_ir - capacity dual.
+    per_unit = np.zeros_like(c)
+    np.divide(np.broadcast_to(w, c.shape), c, out=per_unit, where=c > 0)
+    reduced = per_unit - res.dual[:, None]
+    at_lo = (c > 0) & data.has_min[:, sl] & (x <= lo + BOUND_TOL)
+    at_hi = (c > 0) & (x >= hi - BOUND_TOL)
+    capped = data.capped[:, sl]
+    out: list[Binding] = []
+    for k, r in enumerate(data.resources):
+        if res.binds[k]:
+            out.append(Binding("capacity", r, None, tier, float(res.dual[k])))
+        up = np.maximum(reduced[k], 0.0).tolist()
+        down = np.maximum(-reduced[k], 0.0).tolist()
+        for i in np.nonzero(at_lo[k] | at_hi[k])[0].tolist():
+            if at_lo[k, i]:
+                out.append(Binding("min", r, names[i], tier, down[i]))
+            if at_hi[k, i]:
+                kind = "max" if capped[k, i] else "demand"
+                out.append(Binding(kind, r, names[i], tier, up[i]))
+    return out
