@@ -5,8 +5,12 @@
 - cpu.max: only where the class has a max (a hard cap);
 - cpuset.cpus/mems: exclusive classes get their whole cores; the other managed classes get the
   rest, so nothing else of ours runs on exclusive cores;
-- memory.min / memory.low: the guarantees (low defaults to the allocation: protect what was given);
-  memory.high: a size, or "auto" = allocation + 25% (capped at max); memory.max: the hard limit;
+- memory.min / memory.low: the policy's protections, as written in it; memory.max: the hard limit;
+  memory.high: a size, or "auto" = what the host has after the reserve minus every OTHER class's
+  protection (min/low), capped at max: a class may grow until it would eat into memory promised to
+  others, and is throttled there instead of pushing them into reclaim. "auto" depends on the policy
+  and the host only, never on a measurement, so a re-apply does not move it (an earlier version
+  used allocation + 25% and could write memory.high = 0 for a class the LP gave nothing);
 - io.weight: the class's io.weight, else its weight; io.max per device.
 Values are rounded the way the kernel stores them (memory to pages) so a re-apply plans nothing.
 """
@@ -22,7 +26,6 @@ from aios_host.policy.targets import ClassTarget
 from aios_host.policy.units import Quantity, format_bytes, round_to_page
 
 CPU_PERIOD_USEC = 100_000
-AUTO_HIGH_HEADROOM = 1.25
 
 
 def _bytes(q: Quantity | None, cap: float) -> int | None:
@@ -43,6 +46,11 @@ def desired_state(
     exclusive_cpus = sorted({c for cpus in cores.cpus.values() for c in cpus})
     shared_cpus = [c.id for c in inv.cpus if c.id not in set(exclusive_cpus)]
     all_nodes = sorted(inv.numa_nodes)
+    protection = {
+        c.name: max((q.resolve(mem_capacity) for q in (c.memory.min, c.memory.low) if q is not None),
+                    default=0.0)
+        for c in policy.classes
+    }
     out: list[DesiredCgroup] = []
     for spec in policy.classes:
         t = targets[spec.name]
@@ -62,20 +70,20 @@ def desired_state(
             files["cpuset.mems"] = (fmt.format_cpu_list(all_nodes), "all NUMA nodes")
             files["cpuset.cpus"] = (fmt.format_cpu_list(shared_cpus), "cores not held exclusively")
         mem = spec.memory
-        mem_alloc = round_to_page(a["memory"] / n)
         mem_max = _bytes(mem.max, mem_capacity)
         if mem.min is not None:
             files["memory.min"] = (str(_bytes(mem.min, mem_capacity) // n // 4096 * 4096), f"min {mem.min}")
         low = _bytes(mem.low, mem_capacity)
-        files["memory.low"] = (
-            (str(low // n // 4096 * 4096), f"low {mem.low}") if low is not None
-            else (str(mem_alloc), f"protect the allocation ({format_bytes(mem_alloc)})")
-        )
+        if low is not None:
+            files["memory.low"] = (str(low // n // 4096 * 4096), f"low {mem.low}")
         if mem.high == "auto":
-            high = round_to_page(mem_alloc * AUTO_HIGH_HEADROOM)
-            if mem_max is not None:
-                high = min(high, mem_max // n // 4096 * 4096)
-            files["memory.high"] = (str(high), f"auto: allocation {format_bytes(mem_alloc)} + 25%")
+            others = sum(protection[o] for o in protection if o != spec.name)
+            room = max(protection[spec.name], mem_capacity - others)
+            high = round_to_page(room / n)
+            why = f"auto: {format_bytes(mem_capacity)} less others' protection {format_bytes(others)}"
+            if mem_max is not None and mem_max // n < high:
+                high, why = mem_max // n // 4096 * 4096, f"auto, capped at max {mem.max}"
+            files["memory.high"] = (str(high), why)
         elif isinstance(mem.high, Quantity):
             files["memory.high"] = (str(_bytes(mem.high, mem_capacity) // n // 4096 * 4096), f"high {mem.high}")
         if mem_max is not None:

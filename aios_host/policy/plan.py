@@ -28,6 +28,9 @@ FILE_ORDER = (
 )
 
 
+CPU_WEIGHT_DEADBAND = 0.10  # relative change of cpu.weight below which we leave it alone
+
+
 class PlanError(AiosError):
     pass
 
@@ -130,6 +133,12 @@ def _file_writes(fs: CgroupFs, d: DesiredCgroup, exists: bool, available: set[st
             continue
         if old_text is not None and _normalize(file, old_text) == _normalize(file, value):
             continue
+        if file == "cpu.weight" and old_text is not None and old_text.strip().isdigit():
+            # Deadband: cpu.weight follows measured usage; moving it for a few percent of noise
+            # would make every apply (and every daemon tick) rewrite it.
+            old_w = int(old_text)
+            if abs(int(value) - old_w) <= CPU_WEIGHT_DEADBAND * old_w:
+                continue
         if file == "io.weight" and old_text is not None:
             restore: str | None = f"default {fmt.parse_io_weight(old_text).get('default', 100)}"
         else:

@@ -114,7 +114,7 @@ class MemorySpec(_Strict):
     min: Size | None = Field(default=None, description="hard protection (memory.min)")
     low: Size | None = Field(default=None, description="best-effort protection (memory.low)")
     high: Size | Literal["auto"] | None = Field(
-        default=None, description="throttle limit (memory.high); 'auto' = allocation + 25%"
+        default=None, description="throttle limit (memory.high); 'auto' = host memory less the other classes' min/low"
     )
     max: Size | None = Field(default=None, description="hard limit, OOM above (memory.max)")
 

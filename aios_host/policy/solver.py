@@ -85,6 +85,8 @@ CAPACITY_RTOL = 1e-9
 BOUND_TOL = 1e-9
 # Relative tolerance on w_i / c_ir for "step 3 is indifferent between these classes".
 TIE_RTOL = 1e-9
+# Demands and mins at or below this fraction of the capacity count as 0.
+NEGLIGIBLE = 1e-9
 GIB = 1024**3
 
 
@@ -159,13 +161,19 @@ def to_arrays(problem: Problem) -> ProblemArrays:
     capacity = np.array([float(problem.capacity[r]) for r in resources])
     if not np.all(np.isfinite(capacity)):
         raise ValueError(f"capacities must be finite: {dict(problem.capacity)}")
+    capacity = np.maximum(capacity, 0.0)
+    # Amounts under a billionth of the capacity are noise from the demand estimate; left in, a
+    # ratio w / c over such a demand is enormous and a crumb of capacity swings x from 0 to 1.
+    negligible = NEGLIGIBLE * capacity[:, None]
+    raw = np.where(raw <= negligible, 0.0, raw)
+    lo = np.where(lo <= negligible, 0.0, lo)
     demand = np.maximum(raw, lo)
     return ProblemArrays(
         names=names,
         priority=priority,
         weight=weight,
         resources=resources,
-        capacity=np.maximum(capacity, 0.0),
+        capacity=capacity,
         demand=demand,
         lo_amt=lo,
         hi_amt=np.minimum(demand, mx),

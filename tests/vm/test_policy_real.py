@@ -43,16 +43,40 @@ def root():
             fs.remove(cg.rel)
 
 
+def _spawn(argv, env=None, cgroup_procs=None) -> subprocess.Popen:
+    def join() -> None:
+        if cgroup_procs:
+            with open(cgroup_procs, "w") as f:
+                f.write(str(os.getpid()))
+
+    return subprocess.Popen(argv, env=env, preexec_fn=join)
+
+
 @pytest.fixture
-def workloads(tmp_path):
-    """A 'vllm' process (matched by comm) and a job-labelled 'train' process, plus a CPU hog."""
+def class_workloads(root):
+    """Live processes already in each class cgroup (aios.slice/<class>), a CPU hog in training."""
+    fs = CgroupFs(root)
+    procs = []
+    for cls in ("training", "inference", "batch"):
+        cg = fs.create(f"aios.slice/{cls}", exist_ok=True)
+        path = root.path(cg.file("cgroup.procs"))
+        procs.append(_spawn(["/bin/sleep", "1000"], cgroup_procs=path))
+        if cls == "training":
+            procs.append(_spawn([sys.executable, "-c", "while True: pass"], cgroup_procs=path))
+    yield procs
+    for p in procs:
+        p.kill()
+        p.wait()
+
+
+@pytest.fixture
+def matched_workloads(tmp_path):
+    """A 'vllm' process (matched by comm) and a job-labelled 'train' process, outside aios.slice."""
     vllm = tmp_path / "vllm"
     shutil.copy("/bin/sleep", vllm)
     procs = [
-        subprocess.Popen([str(vllm), "1000"]),
-        subprocess.Popen(["/bin/sleep", "1000"], env={**os.environ, "AIOS_JOB": "train"}),
-        subprocess.Popen([sys.executable, "-c", "while True: pass"],
-                         env={**os.environ, "AIOS_JOB": "train"}),
+        _spawn([str(vllm), "1000"]),
+        _spawn(["/bin/sleep", "1000"], env={**os.environ, "AIOS_JOB": "train"}),
     ]
     yield procs
     for p in procs:
@@ -98,10 +122,9 @@ def _read_back(fs: CgroupFs, w: Write) -> None:
 
 
 @pytest.mark.parametrize("path", POLICIES, ids=lambda p: p.stem)
-def test_apply_reads_back_and_rollback_is_byte_exact(root, workloads, path):
+def test_apply_reads_back_and_rollback_is_byte_exact(root, class_workloads, path):
     fs = CgroupFs(root)
     before = tree_state(fs)
-    pids_before = {p.pid: fs.cgroup_of_pid(p.pid).rel for p in workloads}
     d, fs = _decide(root, path)
     assert not d.plan.unavailable
     rec = apply_plan(root, d.plan, str(path), fs.mount)
@@ -109,15 +132,25 @@ def test_apply_reads_back_and_rollback_is_byte_exact(root, workloads, path):
     for w in d.plan.writes:
         if w.op != "mkdir":
             _read_back(fs, w)
-    # the workloads were moved into their classes
-    assert fs.cgroup_of_pid(workloads[0].pid).rel == "aios.slice/inference"
-    assert fs.cgroup_of_pid(workloads[1].pid).rel == "aios.slice/training"
-    # applying the same policy again plans nothing
-    d2, _ = _decide(root, path, sample_s=0)
-    assert [w for w in d2.plan.writes if w.op != "move"] == [], d2.plan.writes
+    assert all(p.poll() is None for p in class_workloads)  # limits in place, workloads alive
+    # applying the same policy again, same workloads: nothing to change
+    d2, _ = _decide(root, path)
+    assert d2.plan.writes == (), d2.plan.writes
     rollback(root)
     assert tree_state(fs) == before
-    assert {p.pid: fs.cgroup_of_pid(p.pid).rel for p in workloads} == pids_before
+
+
+def test_matching_processes_are_moved_in_and_back(root, matched_workloads):
+    fs = CgroupFs(root)
+    origin = {p.pid: fs.cgroup_of_pid(p.pid).rel for p in matched_workloads}
+    d, fs = _decide(root, POLICIES[0])
+    assert sum(w.op == "move" for w in d.plan.writes) == 2
+    apply_plan(root, d.plan, "default", fs.mount)
+    assert fs.cgroup_of_pid(matched_workloads[0].pid).rel == "aios.slice/inference"
+    assert fs.cgroup_of_pid(matched_workloads[1].pid).rel == "aios.slice/training"
+    rollback(root)
+    assert {p.pid: fs.cgroup_of_pid(p.pid).rel for p in matched_workloads} == origin
+    assert not fs.exists("aios.slice")
 
 
 def test_cgroup_removed_during_apply_leaves_tree_as_before(root):

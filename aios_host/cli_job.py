@@ -1,0 +1,521 @@
+"""`aios-host job run | ls | status | stop | logs` and `aios-host bench allreduce`.
+
+`job run` stays in the foreground until the job ends and exits with its status (like torchrun and
+srun); rank output is shown with a [rankN]: prefix and kept in the rank logs. `--detach` starts the
+supervisor in the background and returns once the ranks are up (like systemd-run).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from aios_host.errors import AiosError
+from aios_host.kernel.root import SysRoot
+from aios_host.table import render
+
+# spec key -> (flag, type). The flags are the spec's keys: a TOML key `x_y` is `--x-y`.
+_FLAG_KEYS = ("name", "nproc", "backend", "cls", "policy", "workdir", "heartbeat_timeout", "straggler_factor",
+              "stop_grace", "hosts", "node_rank", "rdzv_port", "master_addr", "cpu_affinity", "launcher",
+              "label", "module", "python")
+_RESTART_KEYS = ("max_restarts", "backoff", "backoff_max", "jitter")
+
+
+def _out_json(obj: Any) -> None:
+    json.dump(obj, sys.stdout, indent=2, sort_keys=True, default=str)
+    sys.stdout.write("\n")
+
+
+def _echo(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+def _default_name(command: list[str], module: str | None) -> str:
+    base = module.rsplit(".", 1)[-1] if module else Path(command[0]).stem if command else "job"
+    name = re.sub(r"[^A-Za-z0-9_-]", "-", base).strip("-_") or "job"
+    return name[:63]
+
+
+def _overrides(args: argparse.Namespace, command: list[str]) -> dict[str, Any]:
+    over: dict[str, Any] = {}
+    for k in _FLAG_KEYS:
+        v = getattr(args, k, None)
+        if v is not None:
+            over["class" if k == "cls" else k] = v
+    restart = {k: getattr(args, k) for k in _RESTART_KEYS if getattr(args, k, None) is not None}
+    if restart:
+        over["restart"] = restart
+    if args.env:
+        env = {}
+        for item in args.env:
+            k, sep, v = item.partition("=")
+            if not sep:
+                raise AiosError(f"--env {item!r}: expected NAME=VALUE")
+            env[k] = v
+        over["env"] = env
+    if command:
+        over["command"] = command
+    if args.args:
+        over["args"] = list(args.args)
+    return over
+
+
+def build_spec(args: argparse.Namespace) -> tuple[Any, str | None]:
+    """(JobSpec, spec file) from a spec file and/or flags; raises JobSpecError with one line."""
+    from aios_host.supervisor.spec import JobSpec, load_spec, merge, spec_from_dict
+
+    if getattr(args, "spec_json", None):
+        data = json.loads(Path(args.spec_json).read_text())
+        return JobSpec.model_validate(data["spec"]), data.get("spec_file")
+    spec_file = args.spec
+    command = list(args.command or [])
+    if spec_file is not None and not spec_file.endswith(".toml"):
+        command = [spec_file, *command]  # `job run -- train.py ...`: no spec file
+        spec_file = None
+    if command and command[0] == "-m" and len(command) >= 2:  # `-- -m pkg.mod args`
+        args.module, args.args, command = command[1], command[2:], []
+    over = _overrides(args, command)
+    if spec_file is not None:
+        return load_spec(spec_file, over or None), spec_file
+    if "name" not in over:
+        over["name"] = _default_name(over.get("command", []), over.get("module"))
+    return spec_from_dict(merge({}, over), "command line", flags=True), None
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from aios_host.supervisor.gang import Supervisor
+
+    spec, spec_file = build_spec(args)
+    root = SysRoot(args.root)
+    if args.detach:
+        return _detach(args, spec, spec_file, root)
+    sup = Supervisor(spec, root, node_rank=args.node_rank, spec_file=spec_file,
+                     tee=None if args.quiet else sys.stdout, echo=_echo)
+    return sup.run()
+
+
+def _detach(args: argparse.Namespace, spec: Any, spec_file: str | None, root: SysRoot) -> int:
+    from aios_host.supervisor.gang import Supervisor
+    from aios_host.supervisor.state import JobStore
+
+    probe = Supervisor(spec, root, node_rank=args.node_rank)  # resolves the node rank and key
+    store = JobStore(root)
+    if store.is_locked(probe.key):
+        raise AiosError(f"job {probe.key} is already running; stop it first or pick another --name")
+    data = spec.model_dump(by_alias=True)
+    data["workdir"] = data.get("workdir") or os.getcwd()
+    data["node_rank"] = probe.node_rank
+    run_dir = store.dir
+    run_dir.mkdir(parents=True, exist_ok=True)
+    spec_json = run_dir / f".{probe.key}.spec.json"
+    spec_json.write_text(json.dumps({"spec": data, "spec_file": spec_file}))
+    log_dir = store.log_dir(probe.key)
+    log_dir.mkdir(parents=True, exist_ok=True)
+    sup_log = log_dir / "supervisor.log"
+    before = store.load(probe.key).started_unix if probe.key in store.keys() else None
+    with open(sup_log, "ab") as out, open(os.devnull, "rb") as devnull:
+        child = subprocess.Popen(
+            [sys.executable, "-m", "aios_host.cli_job", "--log-level", "info", "job", "run", "--quiet",
+             "--root", args.root, "--spec-json", str(spec_json)],
+            stdin=devnull, stdout=out, stderr=out, start_new_session=True, close_fds=True,
+        )
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        rc = child.poll()
+        st = None
+        with contextlib.suppress(AiosError):
+            if probe.key in store.keys():
+                st = store.load(probe.key)
+        if st is not None and st.supervisor_pid == child.pid and st.started_unix != before and \
+                st.status != "starting":
+            if args.json:
+                _out_json({"job": probe.key, "supervisor_pid": child.pid, "status": st.status,
+                           "master_port": st.master_port, "log": str(sup_log)})
+            else:
+                print(f"job {probe.key}: supervisor pid {child.pid}, {st.world_size} ranks ({st.status}); "
+                      f"aios-host job status {spec.name}")
+            return 0
+        if rc is not None:
+            tail = sup_log.read_text(errors="replace").strip().splitlines()[-5:]
+            print("\n".join(tail), file=sys.stderr)
+            return rc or 1
+        time.sleep(0.05)
+    raise AiosError(f"job {probe.key}: the supervisor (pid {child.pid}) did not start the ranks within 120s; "
+                    f"see {sup_log}")
+
+
+def _age(t: float) -> str:
+    s = max(0, int(time.time() - t))
+    return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
+
+
+def _status(store: Any, st: Any) -> str:
+    if st.active and not store.is_locked(st.key):
+        return f"dead ({st.status})"  # the supervisor is gone without writing its end
+    return st.status
+
+
+def cmd_ls(args: argparse.Namespace) -> int:
+    from aios_host.supervisor.state import JobStore
+
+    store = JobStore(SysRoot(args.root))
+    states = []
+    for k in store.keys():
+        with contextlib.suppress(AiosError):
+            states.append(store.load(k))
+    if args.json:
+        _out_json({"jobs": [{**s.to_dict(), "status": _status(store, s)} for s in states]})
+        return 0
+    if not states:
+        print("no jobs")
+        return 0
+    rows = [(s.key, _status(store, s), f"{s.nproc}x{s.nnodes}", f"{s.restart}/{s.max_restarts}",
+             s.master_port or "-", s.launcher, s.supervisor_pid, _age(s.started_unix),
+             "-" if s.exit_code is None else s.exit_code) for s in states]
+    print(render(["job", "status", "ranks", "restarts", "port", "launcher", "supervisor", "age", "exit"], rows))
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from aios_host.supervisor.state import JobStore
+
+    store = JobStore(SysRoot(args.root))
+    states = store.find(args.name)
+    if args.json:
+        _out_json({"instances": [{**s.to_dict(), "status": _status(store, s)} for s in states]})
+        return 0
+    for s in states:
+        print(f"job {s.key}: {_status(store, s)}, {s.world_size} ranks ({s.nproc} on node {s.node_rank} of "
+              f"{s.nnodes}), {s.backend}, class {s.cls}, launcher {s.launcher}, restart {s.restart}/"
+              f"{s.max_restarts}, MASTER {s.master_addr}:{s.master_port}, supervisor pid {s.supervisor_pid}")
+        if s.cgroup:
+            print(f"  cgroup: {s.cgroup_mount}/{s.cgroup}")
+        print(f"  logs: {s.log_dir if s.launcher == 'cgroup' else 'journalctl JOB=' + s.key}")
+        print(f"  command: {' '.join(s.command)}")
+        rows = [(r.rank, r.local_rank, r.pid or "-", r.unit or r.cgroup or "-", r.status, r.exit or "-",
+                 "-" if r.last_step is None else r.last_step,
+                 "-" if r.step_s is None else f"{r.step_s * 1e3:.1f}",
+                 ",".join(map(str, r.cpus)) or "all", "-" if r.gpu is None else r.gpu) for r in s.ranks]
+        print(render(["rank", "local", "pid", "unit/cgroup", "state", "exit", "step", "step_ms", "cpus", "gpu"],
+                     rows))
+        if s.cause:
+            print(f"  last gang ended: {s.cause.get('text')}")
+        for ev in s.hangs:
+            who = f"rank {ev['rank']}" if ev.get("rank") is not None else "ranks " + ",".join(
+                map(str, ev.get("silent_ranks", [])))
+            print(f"  hang: {who} silent {ev['silent_s']}s at step {ev['last_step']} "
+                  f"(restart {ev['restart']}, stacks: {ev.get('stacks')})")
+        for ev in s.stragglers:
+            print(f"  straggler: rank {ev['rank']} {ev['step_s'] * 1e3:.1f} ms/step = {ev['factor']}x "
+                  f"the others (restart {ev['restart']})")
+    return 0
+
+
+def _kill_dead_instance(root: SysRoot, st: Any) -> None:
+    """The supervisor died: end its ranks ourselves (cgroup.kill, or stop the units)."""
+    from aios_host.kernel.cgroup import CgroupFs
+    from aios_host.supervisor.launch import wait_unpopulated
+
+    if st.launcher == "cgroup" and st.cgroup:
+        fs = CgroupFs(root, st.cgroup_mount)
+        if fs.exists(st.cgroup):
+            cg = fs.cgroup(st.cgroup)
+            cg.kill()
+            wait_unpopulated([cg], 10.0)
+            for child in cg.children():
+                with contextlib.suppress(AiosError):
+                    fs.remove(child.rel)
+            with contextlib.suppress(AiosError):
+                fs.remove(cg.rel)
+    else:
+        units = [r.unit for r in st.ranks if r.unit]
+        if units:
+            subprocess.run(["systemctl", "stop", "--", *units], capture_output=True, check=False)
+            subprocess.run(["systemctl", "reset-failed", "--", *units], capture_output=True, check=False)
+
+
+def cmd_stop(args: argparse.Namespace) -> int:
+    from aios_host.supervisor.state import JobStore
+
+    root = SysRoot(args.root)
+    store = JobStore(root)
+    states = store.find(args.name)
+    results = []
+    for st in states:
+        if not st.active:
+            results.append((st.key, st.status, st.exit_code))
+            continue
+        if not store.is_locked(st.key):
+            _kill_dead_instance(root, st)
+            st.status = "stopped"
+            store.save(st)
+            results.append((st.key, "stopped (supervisor was dead)", None))
+            continue
+        try:
+            os.kill(st.supervisor_pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+        deadline = time.monotonic() + st.stop_grace + args.timeout
+        while store.is_locked(st.key) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if store.is_locked(st.key):
+            raise AiosError(f"job {st.key}: supervisor pid {st.supervisor_pid} did not stop within "
+                            f"{args.timeout:g}s")
+        st = store.load(st.key)
+        results.append((st.key, st.status, st.exit_code))
+    if args.json:
+        _out_json({"stopped": [{"job": k, "status": s, "exit_code": c} for k, s, c in results]})
+    else:
+        for k, s, c in results:
+            print(f"job {k}: {s}" + (f" (exit {c})" if c is not None else ""))
+    return 0
+
+
+_HEADER = re.compile(rb"^--- aios-host: job \S+ rank (\d+) restart (\d+) ")
+
+
+def _filter_restart(data: bytes, restart: int | None, state: dict[str, int]) -> bytes:
+    if restart is None:
+        return data
+    out = []
+    for line in data.splitlines(keepends=True):
+        m = _HEADER.match(line)
+        if m:
+            state["restart"] = int(m.group(2))
+        if state.get("restart", 0) == restart:
+            out.append(line)
+    return b"".join(out)
+
+
+def cmd_logs(args: argparse.Namespace) -> int:
+    from aios_host.supervisor.state import JobStore
+
+    root = SysRoot(args.root)
+    store = JobStore(root)
+    states = store.find(args.name)
+    if any(s.launcher == "systemd" for s in states):
+        argv = ["journalctl", "--no-pager", "-o", "cat" if args.rank is not None else "short-iso"]
+        argv += [f"JOB={s.key}" for s in states if s.launcher == "systemd"]
+        if args.rank is not None:
+            argv.append(f"RANK={args.rank}")
+        if args.restart is not None:
+            argv.append(f"RESTART={args.restart}")
+        if args.follow:
+            argv.append("--follow")
+        return subprocess.call(argv)
+    files: list[tuple[int, Path]] = []
+    for s in states:
+        for r in s.ranks:
+            if args.rank is None or r.rank == args.rank:
+                files.append((r.rank, store.rank_log(s.key, r.rank)))
+    if not files:
+        raise AiosError(f"job {args.name} has no rank {args.rank}")
+    prefix = args.rank is None and len(files) > 1
+    offsets = {rank: 0 for rank, _ in files}
+    fstate: dict[int, dict[str, int]] = {rank: {} for rank, _ in files}
+    partial: dict[int, bytes] = {rank: b"" for rank, _ in files}
+    out = sys.stdout.buffer
+
+    def pump() -> bool:
+        got = False
+        for rank, path in files:
+            try:
+                with open(path, "rb") as f:
+                    f.seek(offsets[rank])
+                    data = f.read()
+            except FileNotFoundError:
+                continue
+            if not data:
+                continue
+            got = True
+            offsets[rank] += len(data)
+            data = _filter_restart(partial[rank] + data, args.restart, fstate[rank]) if args.restart is not None \
+                else partial[rank] + data
+            *lines, rest = data.split(b"\n")
+            partial[rank] = rest
+            for line in lines:
+                out.write((f"[rank{rank}]: ".encode() if prefix else b"") + line + b"\n")
+        out.flush()
+        return got
+
+    pump()
+    if args.follow:
+        try:
+            while True:
+                if not pump():
+                    if not any(store.is_locked(s.key) for s in states):
+                        break
+                    time.sleep(0.2)
+        except KeyboardInterrupt:
+            pass
+    for rank, rest in partial.items():
+        if rest:
+            out.write((f"[rank{rank}]: ".encode() if prefix else b"") + rest + b"\n")
+    out.flush()
+    return 0
+
+
+def cmd_bench_allreduce(args: argparse.Namespace) -> int:
+    import tempfile
+
+    from aios_host.supervisor.gang import Supervisor
+    from aios_host.supervisor.spec import spec_from_dict
+    from aios_host.workloads.allreduce import render
+    from aios_host.workloads.sizes import parse_sizes
+
+    try:
+        parse_sizes(args.sizes, args.factor)
+    except ValueError as exc:
+        raise AiosError(f"--sizes: {exc}") from None
+    fd, tmp = tempfile.mkstemp(prefix="aios-allreduce-", suffix=".json")
+    os.close(fd)
+    out = args.out or tmp
+    wl = ["--sizes", args.sizes, "--factor", str(args.factor), "--warmup", str(args.warmup),
+          "--iters", str(args.iters), "--algos", args.algos, "--min-iters", str(args.iters), "--out", out]
+    data: dict[str, Any] = {"name": args.name or f"bench-allreduce-{os.getpid()}", "nproc": args.nproc,
+                            "module": "aios_host.workloads.allreduce", "args": wl, "backend": args.backend,
+                            "class": args.cls or "training", "launcher": args.launcher}
+    try:
+        spec = spec_from_dict(data, "bench allreduce", flags=True)
+        rc = Supervisor(spec, SysRoot(args.root), echo=None if args.json else _echo, tee=_ErrorsOnly()).run()
+        try:
+            res = json.loads(Path(out).read_text())
+        except (OSError, ValueError):
+            return rc or 1
+        if args.json:
+            _out_json(res)
+        else:
+            print(render(res))
+        return rc
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+
+
+class _ErrorsOnly:
+    """Rank output of the benchmark: the table comes from rank 0's result file; only errors from
+    the ranks are shown."""
+
+    def write(self, text: str) -> int:
+        if "Error" in text or "Traceback" in text or "error" in text:
+            sys.stderr.write(text)
+        return len(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+
+def add_parsers(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    j = sub.add_parser("job", help="run and manage distributed jobs (torch.distributed ranks)")
+    jsub = j.add_subparsers(dest="job_command", required=True, metavar="ACTION")
+
+    r = jsub.add_parser(
+        "run", parents=[common],
+        help="run a job in the foreground (exit with its status) or --detach",
+        description="aios-host job run SPEC.toml | [--name N --nproc K ...] -- CMD... "
+                    "(a .py CMD runs with python; `-- -m pkg.mod ARGS` runs a module)",
+    )
+    r.add_argument("spec", nargs="?", metavar="SPEC", help="job spec (TOML); flags override its keys")
+    r.add_argument("command", nargs="*", metavar="CMD", help="after --: the rank command")
+    r.add_argument("--name", help="job name (default: from the command)")
+    r.add_argument("--nproc", type=int, help="ranks per host (default 1)")
+    r.add_argument("--backend", choices=["gloo", "nccl", "auto"])
+    r.add_argument("--class", dest="cls", metavar="CLASS", help="policy class (default training)")
+    r.add_argument("--policy", help="policy file with the class's limits (default: the applied one)")
+    r.add_argument("--max-restarts", type=int, dest="max_restarts", help="gang restarts (default 0)")
+    r.add_argument("--backoff", help="first restart delay, e.g. 1s (doubles, up to --backoff-max)")
+    r.add_argument("--backoff-max", dest="backoff_max")
+    r.add_argument("--jitter", type=float)
+    r.add_argument("--env", action="append", metavar="NAME=VALUE", help="rank environment (repeatable)")
+    r.add_argument("--workdir")
+    r.add_argument("--heartbeat-timeout", dest="heartbeat_timeout", help="hang after this silence, e.g. 60s")
+    r.add_argument("--straggler-factor", dest="straggler_factor", type=float)
+    r.add_argument("--stop-grace", dest="stop_grace")
+    r.add_argument("--hosts", help="comma-separated hosts, node 0 first")
+    r.add_argument("--node-rank", dest="node_rank", type=int)
+    r.add_argument("--rdzv-port", dest="rdzv_port", type=int)
+    r.add_argument("--master-addr", dest="master_addr")
+    r.add_argument("--cpu-affinity", dest="cpu_affinity", choices=["numa", "cores", "none"])
+    r.add_argument("--launcher", choices=["auto", "systemd", "cgroup"])
+    r.add_argument("--label", help="AIOS_JOB= of the ranks (policy match.job)")
+    r.add_argument("-m", "--module", help="run a Python module (python -m MODULE ARGS)")
+    r.add_argument("--python", help="interpreter for .py commands and modules")
+    r.add_argument("--detach", action="store_true", help="return at once; the supervisor runs on")
+    r.add_argument("--quiet", action="store_true", help="do not show rank output (it is still logged)")
+    r.add_argument("--spec-json", dest="spec_json", help=argparse.SUPPRESS)
+    r.set_defaults(func=cmd_run, args=None)
+
+    ls = jsub.add_parser("ls", parents=[common], help="jobs on this host")
+    ls.set_defaults(func=cmd_ls)
+    st = jsub.add_parser("status", parents=[common], help="a job's ranks, restarts, causes, stragglers")
+    st.add_argument("name")
+    st.set_defaults(func=cmd_status)
+    sp = jsub.add_parser("stop", parents=[common], help="SIGTERM, the spec's stop_grace, then cgroup.kill")
+    sp.add_argument("name")
+    sp.add_argument("--timeout", type=float, default=120.0, help="give up waiting after this (s)")
+    sp.set_defaults(func=cmd_stop)
+    lg = jsub.add_parser("logs", parents=[common], help="rank logs (files, or journald under systemd)")
+    lg.add_argument("name")
+    lg.add_argument("--rank", type=int)
+    lg.add_argument("--restart", type=int, help="only this restart's output")
+    lg.add_argument("-f", "--follow", action="store_true")
+    lg.set_defaults(func=cmd_logs)
+
+    b = sub.add_parser("bench", help="benchmarks")
+    bsub = b.add_subparsers(dest="bench_command", required=True, metavar="BENCH")
+    ar = bsub.add_parser("allreduce", parents=[common],
+                         help="AllReduce busbw: torch vs ring vs parameter server, with the ring model")
+    ar.add_argument("--nproc", type=int, default=2)
+    ar.add_argument("--sizes", default="4K:256M", help="min:max (x --factor) or a,b,c")
+    ar.add_argument("--factor", type=int, default=2)
+    ar.add_argument("--warmup", type=int, default=5)
+    ar.add_argument("--iters", type=int, default=20)
+    ar.add_argument("--algos", default="torch,ring,ps")
+    ar.add_argument("--backend", default="auto", choices=["gloo", "nccl", "auto"])
+    ar.add_argument("--class", dest="cls", default=None)
+    ar.add_argument("--launcher", default="auto", choices=["auto", "systemd", "cgroup"])
+    ar.add_argument("--name", default=None)
+    ar.add_argument("--out", default=None, help="also write rank 0's JSON result here")
+    ar.set_defaults(func=cmd_bench_allreduce)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """A parser with only `job` and `bench`, the same flags as in aios-host's: lets the detached
+    supervisor (and tests) run without the rest of the CLI."""
+    p = argparse.ArgumentParser(prog="aios-host")
+    p.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"])
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--root", default="/", help="kernel root to act on (default /)")
+    common.add_argument("--json", action="store_true", help="machine-readable output")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    add_parsers(sub, common)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    from aios_host import log
+
+    args = build_parser().parse_args(argv)
+    log.configure(args.log_level)
+    try:
+        return int(args.func(args))
+    except AiosError as err:
+        print(f"aios-host: error: {err}", file=sys.stderr)
+        return err.exit_code
+    except BrokenPipeError:
+        return 0
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
