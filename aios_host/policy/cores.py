@@ -192,8 +192,10 @@ def _solve_counts(
     if status not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
         raise RuntimeError(f"CP-SAT found no core assignment: {solver.status_name(status)}")
     if status != cp_model.OPTIMAL:
-        log.info(
-            "cores_not_proven_optimal",
+        # Stopped by the deterministic budget: reproducible. Stopped by the wall clock: not.
+        wall_hit = solver.wall_time >= time_limit_s
+        (log.warning if wall_hit else log.info)(
+            "cores_wall_limit" if wall_hit else "cores_not_proven_optimal",
             classes=len(reqs),
             domains=nd,
             wall_s=round(solver.wall_time, 3),
@@ -216,29 +218,28 @@ def _twins(domains: Sequence[_Domain]) -> list[int]:
 def _first_fit(
     reqs: Sequence[CoreRequest], domains: Sequence[_Domain]
 ) -> dict[tuple[int, int], int]:
-    """A quick feasible placement, the solver's starting point (largest class first: the best-fitting
-    single domain on the preferred node, else on another node, else the fullest-free domains of one
-    node, else of all). Often optimal already; CP-SAT then only has to prove it. Its columns are
-    reordered to satisfy the symmetry-breaking constraint (loads non-increasing across twins)."""
+    """A quick feasible placement, the solver's starting point. Largest class first, it takes the
+    best-fitting single domain of the first node (preferred node first) that has one; else the
+    emptiest domains of the first node with room for it; else the emptiest domains anywhere.
+    Often optimal already, and CP-SAT then only proves it. Columns are reordered to satisfy the
+    symmetry-breaking constraint (loads non-increasing across twin domains)."""
     free = [len(d.cores) for d in domains]
     nodes = sorted({d.node for d in domains})
+    on_node = {n: [d for d, dom in enumerate(domains) if dom.node == n] for n in nodes}
     out: dict[tuple[int, int], int] = {}
     for j in sorted(range(len(reqs)), key=lambda j: (-reqs[j].cores, reqs[j].name)):
         want = reqs[j].cores
         pref = reqs[j].numa_node
-        order = ([pref] if pref in nodes else []) + [n for n in nodes if n != pref]
-        single = [
-            d for n in order for d in range(len(domains)) if domains[d].node == n and free[d] >= want
-        ]
-        if single:
-            first_node = domains[single[0]].node
-            d = min((d for d in single if domains[d].node == first_node), key=lambda d: (free[d], d))
+        order = ([pref] if pref in on_node else []) + [n for n in nodes if n != pref]
+        single = [[d for d in on_node[n] if free[d] >= want] for n in order]
+        best = next((ds for ds in single if ds), None)
+        if best:
+            d = min(best, key=lambda d: (free[d], d))
             out[j, d] = want
             free[d] -= want
             continue
-        node_free = {n: sum(free[d] for d in range(len(domains)) if domains[d].node == n) for n in nodes}
-        fits = [n for n in order if node_free[n] >= want]
-        pool = [d for d in range(len(domains)) if not fits or domains[d].node == fits[0]]
+        roomy = [n for n in order if sum(free[d] for d in on_node[n]) >= want]
+        pool = on_node[roomy[0]] if roomy else range(len(domains))
         for d in sorted(pool, key=lambda d: (-free[d], d)):
             take = min(want, free[d])
             if take:

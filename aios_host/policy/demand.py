@@ -4,6 +4,11 @@ Demand c_ir = measured usage x (1 + PRESSURE_GAIN * PSI some avg10 / 100): a cla
 resource asks for more than it now uses (25% stalled -> 50% more). A class with nothing measured
 (a new cgroup, no processes) asks for its max, or the whole capacity. Guarantees: cpu.min (an
 exclusive class: its whole cores), memory max(min, low).
+
+Run-queue latency (eBPF, aios_host.probes) is the same signal seen from the scheduler: a class
+whose run-queue p99 is above RUNQ_TARGET_USEC waits for CPU, so its CPU demand is raised by
+RUNQ_GAIN x (p99 / target - 1), capped at RUNQ_GAIN (p99 at twice the target -> 50% more). PSI
+and run-queue latency measure one starvation, so the larger of the two raises apply, not both.
 """
 
 from __future__ import annotations
@@ -19,6 +24,8 @@ from aios_host.policy.targets import ClassTarget
 from aios_host.policy.units import Quantity
 
 PRESSURE_GAIN = 2.0
+RUNQ_TARGET_USEC = 5000.0  # p99 wait for a CPU above this: the class is short of CPU
+RUNQ_GAIN = 0.5
 
 
 @dataclass(frozen=True)
@@ -27,6 +34,16 @@ class ClassUsage:
     memory_bytes: float | None = None
     cpu_some_avg10: float = 0.0
     memory_some_avg10: float = 0.0
+    runq_p99_usec: float | None = None  # from the sched probe; None without eBPF
+
+
+def cpu_raise(u: ClassUsage) -> float:
+    """The fraction by which a class's CPU demand exceeds its usage: PSI or run-queue latency."""
+    psi = PRESSURE_GAIN * u.cpu_some_avg10 / 100
+    runq = 0.0
+    if u.runq_p99_usec is not None and u.runq_p99_usec > RUNQ_TARGET_USEC:
+        runq = RUNQ_GAIN * min(1.0, u.runq_p99_usec / RUNQ_TARGET_USEC - 1)
+    return max(psi, runq)
 
 
 @dataclass(frozen=True)
@@ -103,7 +120,7 @@ def build_problem(
                       default=None)
         mem_max = _q(spec.memory.max, cap.memory_bytes)
         if u.cpu_cores is not None:
-            cpu_demand = u.cpu_cores * (1 + PRESSURE_GAIN * u.cpu_some_avg10 / 100)
+            cpu_demand = u.cpu_cores * (1 + cpu_raise(u))
         else:
             cpu_demand = cpu_max if cpu_max is not None else cap.cpu_cores
         if u.memory_bytes is not None:

@@ -44,20 +44,34 @@ Conventions:
   tier are solved in one GLOP model. A resource of a tier that fits entirely, or that has nothing
   left above its mins, needs no LP: its answer is the bound.
 - Numerics: each resource is scaled by its tier capacity before GLOP sees it (memory is in bytes:
-  coefficients of 1e10 are poor for a simplex); duals are scaled back to native units. Results are
-  clamped to the bounds, tiny negatives to 0, and a tier's amounts are scaled down above the mins if
-  GLOP's tolerance left them over the capacity, so sum_i a_ir <= C_r holds.
+  coefficients of 1e10 are poor for a simplex). Demands and mins at or below 1e-9 of the capacity
+  count as 0 (`NEGLIGIBLE`). Results are clamped to the bounds, tiny negatives to 0, and a tier's
+  amounts are scaled down above the mins if GLOP's tolerance left them over the capacity, so
+  sum_i a_ir <= C_r holds.
 - Determinism: classes are sorted by (-priority, name) before anything is built; the model is built
   in that order; GLOP is deterministic; outputs are dicts in that order. The same classes given in
   another order produce the same amounts.
 
 Explanation (`Allocation.bindings`): for each tier and resource a `capacity` binding when the tier
 used all the capacity left to it, and per class a `min`, `max` or `demand` binding when its amount
-sits on that bound. `dual` is the shadow price of the step-3 LP of that tier, per native unit of the
-resource (per core, per byte, per unit of I/O share), as objective gain per unit of relaxation (so
-it is >= 0): for capacity, what one more unit would add to the tier's sum w_i x_ir; for a class
-bound, the reduced cost per unit of amount: w_i / c_ir - capacity dual for `max`/`demand`, its
-negation for `min`, and 0 when negative (the bound is active but holds nothing back).
+sits on that bound (a class pinned by a min above its demand has both `min` and `demand`).
+
+`dual` is in objective units (sum w_i x_ir of that tier) per NATIVE unit of the resource: per core,
+per BYTE of memory (the explain layer converts to GiB), per unit of I/O share; always >= 0, as the
+gain from relaxing the bound by one unit:
+
+- capacity: what one more unit would add to the tier's objective. For this LP that is the best
+  w_i / c_ir among the tier's classes still below their hi (the next unit goes there), or 0 when
+  the capacity has slack. At a nondegenerate optimum this is exactly GLOP's dual value. When the
+  capacity ends exactly on a class boundary the vertex is degenerate, any value between the two
+  neighbouring ratios is a valid dual and GLOP may return any of them; the one-sided value above is
+  reported instead, so the number means what this paragraph says.
+- max / demand: the reduced cost per unit of amount, w_i / c_ir - capacity dual, 0 when negative.
+- min: capacity dual - w_i / c_ir (what giving up one unit of the guarantee would gain), 0 when
+  negative (the guarantee holds nothing back).
+
+Duals are those of step 3 (weights); step 4 only moves amounts between classes whose reduced cost is
+0, and does not change them.
 """
 
 from __future__ import annotations
@@ -83,6 +97,8 @@ from aios_host.policy.problem import (
 CAPACITY_RTOL = 1e-9
 # Absolute tolerance on x (a fraction in [0, 1]) for "sits on its bound".
 BOUND_TOL = 1e-9
+# A class with less room than this between lo and hi (fractions of its demand) is fixed.
+ROOM_TOL = 1e-12
 # Relative tolerance on w_i / c_ir for "step 3 is indifferent between these classes".
 TIE_RTOL = 1e-9
 # Demands and mins at or below this fraction of the capacity count as 0.
@@ -108,14 +124,8 @@ class ProblemArrays:
     hi_amt: np.ndarray  # (R, n): min(c_ir, max_ir)
     capped: np.ndarray  # (R, n) bool: max_ir < c_ir, so hi is the max, not the demand
     has_min: np.ndarray  # (R, n) bool
-
-    @property
-    def lo(self) -> np.ndarray:
-        return _fraction(self.lo_amt, self.demand, 1.0)
-
-    @property
-    def hi(self) -> np.ndarray:
-        return _fraction(self.hi_amt, self.demand, 1.0)
+    lo: np.ndarray  # (R, n): bounds on x, lo_amt / c and hi_amt / c; both 1 where c = 0
+    hi: np.ndarray
 
 
 def _fraction(amount: np.ndarray, demand: np.ndarray, empty: float) -> np.ndarray:
@@ -168,6 +178,7 @@ def to_arrays(problem: Problem) -> ProblemArrays:
     raw = np.where(raw <= negligible, 0.0, raw)
     lo = np.where(lo <= negligible, 0.0, lo)
     demand = np.maximum(raw, lo)
+    hi_amt = np.minimum(demand, mx)
     return ProblemArrays(
         names=names,
         priority=priority,
@@ -176,9 +187,11 @@ def to_arrays(problem: Problem) -> ProblemArrays:
         capacity=capacity,
         demand=demand,
         lo_amt=lo,
-        hi_amt=np.minimum(demand, mx),
+        hi_amt=hi_amt,
         capped=mx < demand,
         has_min=lo > 0,
+        lo=_fraction(lo, demand, 1.0),
+        hi=_fraction(hi_amt, demand, 1.0),
     )
 
 
@@ -235,7 +248,7 @@ def check_guarantees_of(data: ProblemArrays) -> None:
         cap = data.capacity[k]
         if need[k] <= cap * (1 + CAPACITY_RTOL) + 1e-12:
             continue
-        holders = [i for i in np.nonzero(data.lo_amt[k] > 0)[0].tolist()]
+        holders = np.nonzero(data.lo_amt[k] > 0)[0].tolist()
         holders.sort(key=lambda i: (-data.lo_amt[k, i], data.names[i]))
         listed = ", ".join(f"{data.names[i]} ({_amount(r, data.lo_amt[k, i])})" for i in holders)
         raise InfeasibleError(
@@ -337,19 +350,16 @@ def _solve_tier(
 def _marginal_value(
     w: np.ndarray, c: np.ndarray, lo: np.ndarray, hi: np.ndarray, x: np.ndarray
 ) -> float:
-    """The capacity dual per native unit: what one more unit adds to the tier's objective.
-
-    That is the best w_i / c_ir among classes still below hi (one more unit goes to it). At a
-    nondegenerate vertex it is GLOP's dual; at a degenerate one (the capacity ends exactly on a
-    class boundary) every value between the two neighbouring ratios is a valid dual and GLOP may
-    return any of them, so the one-sided value is computed instead: it is what the docs promise.
-    """
+    """The capacity dual per native unit: what one more unit adds to the tier's objective, i.e.
+    the best w_i / c_ir among classes still below hi. Equal to GLOP's dual at a nondegenerate
+    optimum, and well defined at a degenerate one (module docstring)."""
     room = _free(c, lo, hi) & (x < hi - BOUND_TOL)
     return float(np.max(w[room] / c[room])) if room.any() else 0.0
 
 
 def _free(c: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
-    return (c > 0) & (hi - lo > BOUND_TOL * 1e-3)
+    """Classes the LP can move: some demand, and room between their bounds."""
+    return (c > 0) & (hi - lo > ROOM_TOL)
 
 
 def _weights_lp(
@@ -424,27 +434,43 @@ def _fair_ties(
     model.set_maximize(True)
     layout = []
     for k, g in groups:
-        scale = float((c[k, g] * hi[k, g]).sum())
-        coef = c[k, g] / scale
+        coef = c[k, g] / float((c[k, g] * hi[k, g]).sum())  # scaled: the group's hi sums to 1
         total = float((coef * x[k, g]).sum())
-        t = model.add_var_array_with_bounds(np.zeros(1), np.ones(1), np.zeros(1, dtype=bool), "")
-        model.set_objective_coefficients(t.tolist(), [1.0])
-        t_var = mbh.Variable(model, int(t[0]))
-        idx = model.add_var_array_with_bounds(lo[k, g], hi[k, g], np.zeros(g.size, dtype=bool), "")
+        # At the optimum a class without a min sits exactly on x = t * hi (a class above its level
+        # would hold back the others'), so it needs no variable of its own: it adds t * hi to the
+        # sum. Classes with a min get x >= t * hi; identical (lo, hi) pairs end equal, so they share
+        # one variable. The model has one column per distinct guarantee, not one per class.
+        plain = lo[k, g] <= 0.0
+        keys, members = np.unique(
+            np.stack([lo[k, g][~plain], hi[k, g][~plain]], axis=1), axis=0, return_inverse=True
+        )
+        members = members.reshape(-1)
+        t = int(model.add_var())
+        model.set_var_lower_bound(t, 0.0)
+        model.set_var_upper_bound(t, 1.0)
+        model.set_var_objective_coefficient(t, 1.0)
+        t_var = mbh.Variable(model, t)
+        # Contiguous copies: the helper reads the raw buffer and ignores a column view's strides.
+        key_lo, key_hi = np.ascontiguousarray(keys[:, 0]), np.ascontiguousarray(keys[:, 1])
+        idx = model.add_var_array_with_bounds(key_lo, key_hi, np.zeros(len(keys), dtype=bool), "")
         xs = [mbh.Variable(model, i) for i in idx.tolist()]
+        weight = np.bincount(members, weights=coef[~plain], minlength=len(keys))
         ct = model.add_linear_constraint()
         model.set_constraint_lower_bound(ct, total)
         model.set_constraint_upper_bound(ct, total)
-        model.add_terms_to_constraint(ct, xs, coef.tolist())
-        for xv, h in zip(xs, hi[k, g].tolist(), strict=True):
-            level = model.add_linear_constraint()  # x_i - hi_i * t >= 0
+        t_weight = float((coef[plain] * hi[k, g][plain]).sum())
+        model.add_terms_to_constraint(ct, [t_var, *xs], [t_weight, *weight.tolist()])
+        for xv, h in zip(xs, key_hi.tolist(), strict=True):
+            level = model.add_linear_constraint()  # x_u - hi_u * t >= 0
             model.set_constraint_lower_bound(level, 0.0)
             model.set_constraint_upper_bound(level, math.inf)
             model.add_terms_to_constraint(level, [xv, t_var], [1.0, -h])
-        layout.append((k, g, idx))
+        layout.append((k, g, plain, members, t, idx))
     values = _glop(model).variable_values()
-    for k, g, idx in layout:
-        x[k, g] = values[idx]
+    for k, g, plain, members, t, idx in layout:
+        xg = values[t] * hi[k, g]
+        xg[~plain] = values[idx][members]
+        x[k, g] = xg
 
 
 def _glop(model: mbh.ModelBuilderHelper) -> mbh.ModelSolverHelper:

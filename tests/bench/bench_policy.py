@@ -162,7 +162,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     print("decide side: build + solve, 3 resources, median ms")
-    print(f"{'classes':>8} {'solver':>9} {'greedy':>9} {'t ratio':>8} {'obj ratio':>10} {'1-tier':>8}")
+    head = ("classes", "solver", "greedy", "t ratio", "obj ratio", "1-tier")
+    print("{:>8} {:>9} {:>9} {:>8} {:>10} {:>8}".format(*head))
     for r in solve_rows:
         print(
             f"{r['classes']:>8} {r['solver_ms']:>9.2f} {r['greedy_ms']:>9.2f}"
@@ -173,7 +174,10 @@ def main(argv: list[str] | None = None) -> int:
     print("exclusive cores (CP-SAT), median ms")
     print(f"{'cpus':>5} {'llc':>14} {'classes':>8} {'cores':>6} {'ms':>9}")
     for r in core_rows:
-        print(f"{r['cpus']:>5} {r['llc']:>14} {r['classes']:>8} {r['cores_asked']:>6} {r['ms']:>9.2f}")
+        print(
+            f"{r['cpus']:>5} {r['llc']:>14} {r['classes']:>8} {r['cores_asked']:>6}"
+            f" {r['ms']:>9.2f}"
+        )
     print()
     for what, value, target in targets:
         verdict = "PASS" if value <= target else "MISS"

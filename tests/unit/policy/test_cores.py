@@ -129,7 +129,9 @@ def test_malformed_requests():
 def test_deterministic_and_independent_of_request_order():
     cores, numa_of, llc_of = topology(cores_per_node=32, llc_cores=8)
     rng = random.Random(7)
-    reqs = [CoreRequest(f"r{i:02d}", rng.randint(1, 4), rng.choice((None, 0, 1))) for i in range(20)]
+    reqs = [
+        CoreRequest(f"r{i:02d}", rng.randint(1, 4), rng.choice((None, 0, 1))) for i in range(20)
+    ]
     first = assign_cores(reqs, cores, numa_of, llc_of)
     check_valid(first, reqs, cores, numa_of)
     assert assign_cores(reqs, cores, numa_of, llc_of) == first
