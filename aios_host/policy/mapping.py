@@ -61,11 +61,13 @@ def desired_state(
         files["cpu.weight"] = (str(weight), f"allocated {a['cpu']:.2f} cores ({weight / 100:.2f}x the mean)")
         if spec.cpu.max is not None:
             quota = max(1000, round(spec.cpu.max.resolve(cpu_capacity) / n * CPU_PERIOD_USEC))
-            files["cpu.max"] = (f"{quota} {CPU_PERIOD_USEC}", f"cpu.max = {spec.cpu.max} cores")
+            cores_max = spec.cpu.max.resolve(cpu_capacity) / n
+            what = f"{spec.cpu.max} of {cpu_capacity:g} cores" if spec.cpu.max.percent else f"{spec.cpu.max} cores"
+            files["cpu.max"] = (f"{quota} {CPU_PERIOD_USEC}", f"hard cap {what} = {cores_max:.2f} cores")
         if spec.name in cores.cpus:
             cpus = cores.cpus[spec.name]
             files["cpuset.mems"] = (fmt.format_cpu_list(cores.numa_nodes[spec.name]), "NUMA nodes of its cores")
-            files["cpuset.cpus"] = (fmt.format_cpu_list(cpus), f"exclusive: {spec.cpu.min} whole cores")
+            files["cpuset.cpus"] = (fmt.format_cpu_list(cpus), f"exclusive: {len(cpus)} cpus = {spec.cpu.min} whole core(s)")
         elif exclusive_cpus and t.owned:
             files["cpuset.mems"] = (fmt.format_cpu_list(all_nodes), "all NUMA nodes")
             files["cpuset.cpus"] = (fmt.format_cpu_list(shared_cpus), "cores not held exclusively")
