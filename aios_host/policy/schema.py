@@ -11,9 +11,7 @@ and unknown keys get a did-you-mean. `extends = "default.toml"` deep-merges a ba
 
 from __future__ import annotations
 
-import difflib
 import re
-import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -31,6 +29,7 @@ from pydantic import (
 
 from aios_host.errors import AiosError
 from aios_host.policy.units import Quantity, parse_cores, parse_size
+from aios_host.tomlfile import deep_merge, describe, read_toml
 
 
 class PolicyError(AiosError):
@@ -199,58 +198,11 @@ class Policy(_Strict):
 # -- loading -------------------------------------------------------------------------------------
 
 
-def _loc(loc: tuple[int | str, ...]) -> str:
-    out = ""
-    for part in loc:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        else:
-            out += ("." if out else "") + part
-    return out or "(top level)"
-
-
-def _fields_at(loc: tuple[int | str, ...]) -> list[str]:
-    """Key names allowed at `loc` in the Policy model, for did-you-mean."""
-    model: Any = Policy
-    for part in loc:
-        if isinstance(part, int) or model is None:
-            continue
-        fields = getattr(model, "model_fields", {})
-        by_alias = {(f.alias or n): f for n, f in fields.items()}
-        f = by_alias.get(part)
-        if f is None:
-            return []
-        ann = f.annotation
-        args = getattr(ann, "__args__", ())
-        model = next((a for a in (ann, *args) if isinstance(a, type) and issubclass(a, BaseModel)), None)
-        if model is None and args:  # dict[str, IoMaxSpec]
-            model = next((a for a in args if isinstance(a, type) and issubclass(a, BaseModel)), None)
-    if model is None:
-        return []
-    return [(f.alias or n) for n, f in model.model_fields.items()]
-
-
-def _describe(err: dict[str, Any]) -> tuple[str, str]:
-    loc = tuple(err["loc"])
-    kind = err["type"]
-    if kind == "extra_forbidden":
-        key = str(loc[-1])
-        hint = difflib.get_close_matches(key, _fields_at(loc[:-1]), n=1, cutoff=0.6)
-        fix = f" (did you mean {hint[0]!r}?)" if hint else ""
-        return _loc(loc), f"unknown key {key!r}{fix}"
-    if kind == "missing":
-        return _loc(loc), "required key is missing"
-    msg = str(err["msg"]).removeprefix("Value error, ")
-    if kind not in ("value_error", "assertion_error"):
-        msg = f"{err.get('input')!r}: {msg[0].lower()}{msg[1:]}"
-    return _loc(loc), msg
-
-
 def _format_validation(path: Path, exc: ValidationError) -> str:
     errors = exc.errors()
-    where, what = _describe(errors[0])
+    where, what = describe(Policy, errors[0])
     more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
-    return f"{path}: {where}: {what}{more}"
+    return f"{path}: {where or '(top level)'}: {what}{more}"
 
 
 def _merge(base: dict[str, Any], child: dict[str, Any]) -> dict[str, Any]:
@@ -267,29 +219,14 @@ def _merge(base: dict[str, Any], child: dict[str, Any]) -> dict[str, Any]:
                     merged[i] = _merge(merged[i], c)
             out["class"] = merged
         elif isinstance(val, dict) and isinstance(out.get(key), dict):
-            out[key] = _merge(out[key], val)
+            out[key] = deep_merge(out[key], val)
         else:
             out[key] = val
     return out
 
 
-def _read_toml(path: Path) -> dict[str, Any]:
-    try:
-        text = path.read_bytes().decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise PolicyError(f"{path}: not UTF-8 text (byte {exc.start})") from None
-    except FileNotFoundError:
-        raise PolicyError(f"{path}: no such policy file") from None
-    except OSError as exc:
-        raise PolicyError(f"{path}: cannot read ({exc.strerror})") from None
-    try:
-        return tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise PolicyError(f"{path}: invalid TOML: {exc}") from None
-
-
 def _resolve(path: Path, seen: tuple[Path, ...]) -> dict[str, Any]:
-    raw = _read_toml(path)
+    raw = read_toml(path, PolicyError, "policy file")
     base_name = raw.get("extends")
     if base_name is None:
         return raw
