@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections.abc import Sequence
 from dataclasses import asdict
@@ -14,14 +13,10 @@ from aios_host.kernel.cgroup import CgroupFs, sample
 from aios_host.kernel.features import Features, Status, detect_features
 from aios_host.kernel.inventory import read_inventory
 from aios_host.kernel.root import SysRoot
+from aios_host.output import print_json
 from aios_host.table import render
 
 _MARK = {Status.OK: "ok", Status.DEGRADED: "degraded", Status.MISSING: "MISSING"}
-
-
-def _print_json(obj: object) -> None:
-    json.dump(obj, sys.stdout, indent=2, sort_keys=True, default=str)
-    sys.stdout.write("\n")
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
@@ -29,7 +24,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     features: Features = detect_features(root)
     inv = read_inventory(root)
     if args.json:
-        _print_json(
+        print_json(
             {
                 **features.to_dict(),
                 "inventory": {
@@ -61,7 +56,7 @@ def cmd_snapshot(args: argparse.Namespace) -> int:
     fs = CgroupFs(SysRoot(args.root))
     samples = [sample(cg) for cg in fs.walk(args.cgroup, max_depth=args.depth)]
     if args.json:
-        _print_json({"mount": fs.mount, "cgroups": [asdict(s) for s in samples]})
+        print_json({"mount": fs.mount, "cgroups": [asdict(s) for s in samples]})
         return 0
 
     def pct(v: float | None) -> str:

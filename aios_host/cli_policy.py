@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
@@ -12,6 +11,7 @@ from aios_host.errors import AiosError
 from aios_host.kernel.cgroup import CgroupFs
 from aios_host.kernel.inventory import read_inventory
 from aios_host.kernel.root import SysRoot
+from aios_host.output import print_json
 from aios_host.table import render
 
 if TYPE_CHECKING:
@@ -20,11 +20,6 @@ if TYPE_CHECKING:
 
 # The engine (OR-Tools, pydantic) is imported by the commands that use it, so that `aios-host
 # doctor` and the other commands start without paying for it.
-
-
-def _out_json(obj: Any) -> None:
-    json.dump(obj, sys.stdout, indent=2, sort_keys=True, default=str)
-    sys.stdout.write("\n")
 
 
 def _decide(args: argparse.Namespace) -> tuple[Decision, CgroupFs]:
@@ -98,14 +93,14 @@ def cmd_check(args: argparse.Namespace) -> int:
                 msg = str(err)
                 print(msg if msg.startswith(f) else f"{f}: {msg}", file=sys.stderr)
     if args.json:
-        _out_json({"results": results})
+        print_json({"results": results})
     return worst
 
 
 def cmd_diff(args: argparse.Namespace) -> int:
     d, _ = _decide(args)
     if args.json:
-        _out_json(_plan_json(d))
+        print_json(_plan_json(d))
     else:
         _print_plan(d.plan)
     return 0
@@ -117,14 +112,14 @@ def cmd_apply(args: argparse.Namespace) -> int:
     d, fs = _decide(args)
     if args.dry_run:
         if args.json:
-            _out_json(_plan_json(d, applied=False))
+            print_json(_plan_json(d, applied=False))
         else:
             _print_plan(d.plan)
         return 0
     refuse_unavailable(d.plan, fs.mount)
     rec = apply_plan(fs.root, d.plan, str(args.file), fs.mount)
     if args.json:
-        _out_json(_plan_json(d, applied=rec is not None))
+        print_json(_plan_json(d, applied=rec is not None))
     elif rec is None:
         print("nothing to change: the host already matches the policy")
     else:
@@ -138,7 +133,7 @@ def cmd_rollback(args: argparse.Namespace) -> int:
 
     undone = rollback(SysRoot(args.root))
     if args.json:
-        _out_json({"rolled_back": [{"id": r.id, "policy": r.policy, "writes": len(r.writes)}
+        print_json({"rolled_back": [{"id": r.id, "policy": r.policy, "writes": len(r.writes)}
                                    for r in undone]})
     elif not undone:
         print("nothing to roll back")
@@ -153,7 +148,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
 
     d, _ = _decide(args)
     if args.json:
-        _out_json({
+        print_json({
             "capacity": d.problem.capacity,
             "allocation": {k: dict(v) for k, v in d.allocation.amounts.items()},
             "satisfaction": {k: dict(v) for k, v in d.allocation.satisfaction.items()},
@@ -177,7 +172,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
 def cmd_schema(args: argparse.Namespace) -> int:
     from aios_host.policy.schema import json_schema
 
-    _out_json(json_schema())
+    print_json(json_schema())
     return 0
 
 
