@@ -96,7 +96,9 @@ def configure(level: str = "info", sink: str = "auto") -> str:
         wrapper_class=structlog.make_filtering_bound_logger(
             logging.getLevelNamesMapping()[level.upper()]
         ),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        # Look sys.stderr up when a logger is made, not now: it may be replaced after configure()
+        # (test capture, a daemon reopening its stdio), and a closed stream must not break logging.
+        logger_factory=lambda *args: structlog.PrintLogger(sys.stderr),
         cache_logger_on_first_use=False,
     )
     return sink
