@@ -18,8 +18,6 @@
 #ifndef AIOS_H
 #define AIOS_H
 
-#include <uapi/linux/ptrace.h>
-
 /* ---- sizes (Python passes the same values; see structs.py) ---------------------------------- */
 #ifndef MAX_CGROUPS
 #define MAX_CGROUPS 4096        /* per-cgroup stats entries */
@@ -118,6 +116,13 @@ struct oom_event {
     s32 oom_score_adj;
     u32 has_memory;
 };
+
+/* What a tracepoint-format program returns. The kernel hands a tracepoint's record to the perf
+ * events on it (perf record, perf sched, perf trace) only if every BPF program attached there
+ * returns non-zero (perf_trace_run_bpf_submit); returning 0 would silently filter the event out
+ * of everybody else's perf session for as long as aios-host runs. When nobody else listens, 1
+ * costs nothing more. Raw tracepoint programs' return values are ignored. */
+#define TP_PASS 1
 
 /* ---- helpers (no maps here: bcc rewrites map calls only in the main file, never in a header
  * or a macro, so each probe declares `drops` and its own count_drop()) ------------------------ */

@@ -33,13 +33,13 @@ static __always_inline void count_drop(int kind)
 TRACEPOINT_PROBE(block, block_rq_issue)
 {
     if (args->nr_sector == 0)
-        return 0;       /* flushes and other requests without data: no (dev, sector) identity */
+        return TP_PASS;       /* flushes and other requests without data: no (dev, sector) identity */
     struct blk_key key = {.dev = args->dev, .sector = args->sector};
     struct blk_start start = {.issue_ns = bpf_ktime_get_ns(),
                               .cgroup_id = bpf_get_current_cgroup_id()};
     if (blk_inflight.update(&key, &start) != 0)
         count_drop(DROP_TASK_MAP);
-    return 0;
+    return TP_PASS;
 }
 
 TRACEPOINT_PROBE(block, block_rq_complete)
@@ -47,7 +47,7 @@ TRACEPOINT_PROBE(block, block_rq_complete)
     struct blk_key key = {.dev = args->dev, .sector = args->sector};
     struct blk_start *start = blk_inflight.lookup(&key);
     if (!start)
-        return 0;
+        return TP_PASS;
     u64 usec = (bpf_ktime_get_ns() - start->issue_ns) / 1000;
     struct hist_key hk = {.cgroup_id = start->cgroup_id, .slot = hist_slot(usec)};
     blk_inflight.delete(&key);
@@ -59,5 +59,5 @@ TRACEPOINT_PROBE(block, block_rq_complete)
         if (blk_hist.update(&hk, &one) != 0)
             count_drop(DROP_STATS_MAP);
     }
-    return 0;
+    return TP_PASS;
 }

@@ -35,6 +35,7 @@ RAW_TRACEPOINT_PROBE(page_fault_user)
 #else
 TRACEPOINT_PROBE(exceptions, page_fault_user)
 {
-    return on_fault();
+    on_fault();
+    return TP_PASS;
 }
 #endif

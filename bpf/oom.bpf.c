@@ -61,7 +61,7 @@ TRACEPOINT_PROBE(oom, mark_victim)
 #endif
     if (victims.update(&pid, &p) != 0)
         count_drop(DROP_TASK_MAP);
-    return 0;
+    return TP_PASS;
 }
 
 TRACEPOINT_PROBE(sched, sched_process_exit)
@@ -69,7 +69,7 @@ TRACEPOINT_PROBE(sched, sched_process_exit)
     u32 tid = (u32)bpf_get_current_pid_tgid();
     struct oom_pending *p = victims.lookup(&tid);
     if (!p)
-        return 0;
+        return TP_PASS;
     u64 cgroup_id = bpf_get_current_cgroup_id();
     struct oom_event ev = {};
     fill_hdr(&ev.h, EVENT_OOM, cgroup_id);
@@ -92,5 +92,5 @@ TRACEPOINT_PROBE(sched, sched_process_exit)
             count_drop(DROP_STATS_MAP);
     }
     send_event(args, &ev, sizeof(ev));
-    return 0;
+    return TP_PASS;
 }

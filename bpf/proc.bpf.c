@@ -73,7 +73,7 @@ TRACEPOINT_PROBE(sched, sched_process_exec)
     ev.old_pid = args->old_pid;
     TP_DATA_LOC_READ_STR(ev.filename, filename, sizeof(ev.filename));
     send_event(args, &ev, sizeof(ev));
-    return 0;
+    return TP_PASS;
 }
 
 #ifdef AIOS_RAW_TP
@@ -131,7 +131,7 @@ static __always_inline void record(u32 tgid, s32 code, s32 sig, u32 how)
 TRACEPOINT_PROBE(syscalls, sys_enter_exit_group)
 {
     record(bpf_get_current_pid_tgid() >> 32, args->error_code & 0xff, 0, EXIT_HOW_GROUP);
-    return 0;
+    return TP_PASS;
 }
 
 TRACEPOINT_PROBE(syscalls, sys_enter_exit)
@@ -140,18 +140,18 @@ TRACEPOINT_PROBE(syscalls, sys_enter_exit)
     u32 tgid = pid_tgid >> 32;
     if ((u32)pid_tgid == tgid)
         record(tgid, args->error_code & 0xff, 0, EXIT_HOW_LEADER);
-    return 0;
+    return TP_PASS;
 }
 
 TRACEPOINT_PROBE(signal, signal_generate)
 {
     /* result 0 is TRACE_SIGNAL_DELIVERED: queued (not ignored, not already pending) */
     if (args->result != 0 || !fatal_by_default(args->sig))
-        return 0;
+        return TP_PASS;
     u32 pid = args->pid;
     s32 sig = args->sig;
     pending_signal.update(&pid, &sig);
-    return 0;
+    return TP_PASS;
 }
 
 TRACEPOINT_PROBE(signal, signal_deliver)
@@ -164,10 +164,10 @@ TRACEPOINT_PROBE(signal, signal_deliver)
         /* caught (or SIG_IGN): not fatal, and no longer pending */
         pending_signal.delete(&tid);
         pending_signal.delete(&tgid);
-        return 0;
+        return TP_PASS;
     }
     if (!fatal_by_default(sig))
-        return 0;
+        return TP_PASS;
     if (sig == SIGKILL) {
         s32 *queued = pending_signal.lookup(&tid);
         if (!queued)
@@ -176,7 +176,7 @@ TRACEPOINT_PROBE(signal, signal_deliver)
             sig = *queued;
     }
     record(tgid, 0, sig, EXIT_HOW_SIGNAL);
-    return 0;
+    return TP_PASS;
 }
 
 TRACEPOINT_PROBE(sched, sched_process_exit)
@@ -186,10 +186,10 @@ TRACEPOINT_PROBE(sched, sched_process_exit)
     u32 tid = (u32)pid_tgid;
 #ifdef EXIT_HAS_GROUP_DEAD
     if (!args->group_dead)
-        return 0;
+        return TP_PASS;
 #else
     if (tid != tgid)
-        return 0;
+        return TP_PASS;
 #endif
     struct exit_event ev = {};
     fill_hdr(&ev.h, EVENT_EXIT, bpf_get_current_cgroup_id());
@@ -203,6 +203,6 @@ TRACEPOINT_PROBE(sched, sched_process_exit)
     pending_signal.delete(&tid);
     pending_signal.delete(&tgid);
     send_event(args, &ev, sizeof(ev));
-    return 0;
+    return TP_PASS;
 }
 #endif

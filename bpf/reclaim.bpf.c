@@ -70,8 +70,8 @@ RAW_TRACEPOINT_PROBE(mm_vmscan_direct_reclaim_end) { return on_end(KIND_DIRECT);
 RAW_TRACEPOINT_PROBE(mm_vmscan_memcg_reclaim_begin) { return on_begin(KIND_MEMCG); }
 RAW_TRACEPOINT_PROBE(mm_vmscan_memcg_reclaim_end) { return on_end(KIND_MEMCG); }
 #else
-TRACEPOINT_PROBE(vmscan, mm_vmscan_direct_reclaim_begin) { return on_begin(KIND_DIRECT); }
-TRACEPOINT_PROBE(vmscan, mm_vmscan_direct_reclaim_end) { return on_end(KIND_DIRECT); }
-TRACEPOINT_PROBE(vmscan, mm_vmscan_memcg_reclaim_begin) { return on_begin(KIND_MEMCG); }
-TRACEPOINT_PROBE(vmscan, mm_vmscan_memcg_reclaim_end) { return on_end(KIND_MEMCG); }
+TRACEPOINT_PROBE(vmscan, mm_vmscan_direct_reclaim_begin) { on_begin(KIND_DIRECT); return TP_PASS; }
+TRACEPOINT_PROBE(vmscan, mm_vmscan_direct_reclaim_end) { on_end(KIND_DIRECT); return TP_PASS; }
+TRACEPOINT_PROBE(vmscan, mm_vmscan_memcg_reclaim_begin) { on_begin(KIND_MEMCG); return TP_PASS; }
+TRACEPOINT_PROBE(vmscan, mm_vmscan_memcg_reclaim_end) { on_end(KIND_MEMCG); return TP_PASS; }
 #endif

@@ -26,6 +26,14 @@
 #ifndef TASK_REPORT_MAX
 #define TASK_REPORT_MAX 0x100   /* tracefs prev_state of a preempted task ("R+"), 4.14+ */
 #endif
+/* RUNQ_WAKEUP_ONLY: time only wakeups (what perf sched timehist calls "sch delay"), not tasks
+ * put back on the run queue by preemption. The default times both, as runqlat does. */
+#ifdef RUNQ_WAKEUP_ONLY
+#define TIME_PREEMPTED 0
+#else
+#define TIME_PREEMPTED 1
+#endif
+
 #ifndef TASK_REPORT_DEAD
 #define TASK_REPORT_DEAD 0x30   /* tracefs prev_state bits "X" (EXIT_DEAD) | "Z" (EXIT_ZOMBIE) */
 #endif
@@ -95,13 +103,14 @@ static __always_inline int on_switch(u32 prev, u32 next, int runnable, int dead)
             /* its last switch-out: forget it (its pid may be reused) */
             tasks.delete(&prev);
         } else {
+            /* A switched-out task is timed from now if it is still runnable, else from its next
+             * wakeup; a wakeup that came while it was running is void (perf sched does the same). */
             struct task_state *t = tasks.lookup(&prev);
             if (t) {
                 t->cgroup_id = cgroup_id;
-                if (runnable)
-                    t->enq_ns = now;
+                t->enq_ns = runnable && TIME_PREEMPTED ? now : 0;
             } else {
-                struct task_state fresh = {.enq_ns = runnable ? now : 0, .cgroup_id = cgroup_id};
+                struct task_state fresh = {.enq_ns = runnable && TIME_PREEMPTED ? now : 0, .cgroup_id = cgroup_id};
                 if (tasks.update(&prev, &fresh) != 0)
                     count_drop(DROP_TASK_MAP);
             }
@@ -155,12 +164,14 @@ RAW_TRACEPOINT_PROBE(sched_switch)
 #else
 TRACEPOINT_PROBE(sched, sched_wakeup)
 {
-    return on_wakeup(args->pid, 0);
+    on_wakeup(args->pid, 0);
+    return TP_PASS;
 }
 
 TRACEPOINT_PROBE(sched, sched_wakeup_new)
 {
-    return on_wakeup(args->pid, bpf_get_current_cgroup_id());
+    on_wakeup(args->pid, bpf_get_current_cgroup_id());
+    return TP_PASS;
 }
 
 /* prev_state here is the reported state: 0 for a task that stayed TASK_RUNNING ("R") and
@@ -168,7 +179,8 @@ TRACEPOINT_PROBE(sched, sched_wakeup_new)
 TRACEPOINT_PROBE(sched, sched_switch)
 {
     long state = args->prev_state;
-    return on_switch(args->prev_pid, args->next_pid, (state & (TASK_REPORT_MAX - 1)) == 0,
+    on_switch(args->prev_pid, args->next_pid, (state & (TASK_REPORT_MAX - 1)) == 0,
                      (state & TASK_REPORT_DEAD) != 0);
+    return TP_PASS;
 }
 #endif

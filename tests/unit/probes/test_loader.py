@@ -1,0 +1,164 @@
+"""The pure half of the loader: attach choice, cflags, statuses, preflight errors, kernel facts."""
+
+import pytest
+
+from aios_host.errors import AiosError
+from aios_host.kernel.root import SysRoot
+from aios_host.probes import loader
+from aios_host.probes.loader import (
+    AttachChoice,
+    KernelFacts,
+    LoadOptions,
+    ProbeError,
+    cflags_for,
+    choose_attach,
+    choose_events,
+    preflight,
+    probe_statuses,
+    program_label,
+    read_kernel_facts,
+)
+from aios_host.probes.specs import PROBE_NAMES, PROBES, get_spec
+from aios_host.probes.tracefs import SwitchStateBits
+from tests.unit.probes.fakes import fake_probe_host, load
+
+
+@pytest.mark.parametrize(
+    ("requested", "headers", "release", "method"),
+    [
+        ("auto", "matching", "6.1.0-56-amd64", "raw"),
+        ("auto", "fallback", "6.18.44-fc", "tracepoint"),
+        ("auto", "matching", "5.15.0-1", "tracepoint"),  # no prev_state argument before 5.18
+        ("auto", "missing", "6.18.44", "tracepoint"),
+        ("tracepoint", "matching", "6.1.0", "tracepoint"),
+        ("raw", "matching", "6.1.0", "raw"),
+    ],
+)
+def test_choose_attach(requested, headers, release, method):
+    assert choose_attach(requested, headers, release).method == method
+
+
+def test_choose_attach_reason_names_the_headers():
+    assert "fallback" in choose_attach("auto", "fallback", "6.18.44").reason
+    assert "match" in choose_attach("auto", "matching", "6.1.0").reason
+
+
+def test_raw_is_refused_with_fallback_headers():
+    with pytest.raises(ProbeError, match="raw tracepoints need kernel headers matching"):
+        choose_attach("raw", "fallback", "6.18.44")
+
+
+def test_unknown_method_and_release():
+    with pytest.raises(AiosError, match="expected auto, raw or tracepoint"):
+        choose_attach("kprobe", "matching", "6.1.0")
+    with pytest.raises(AiosError, match="kernel version"):
+        choose_attach("auto", "matching", "weird")
+
+
+def test_choose_events():
+    assert choose_events("auto", "6.1.0") == "ringbuf"
+    assert choose_events("auto", "5.4.0") == "perf"
+    assert choose_events("perf", "6.18.0") == "perf"
+    with pytest.raises(AiosError):
+        choose_events("pipe", "6.1.0")
+
+
+FACTS = KernelFacts(release="6.18.44", headers="fallback", tracefs="/sys/kernel/tracing",
+                    available=frozenset(t for p in PROBES for t in p.tracepoints),
+                    switch_bits=SwitchStateBits(0x100, 0x30), exit_has_group_dead=True,
+                    oom_has_memory=True)
+
+
+def test_cflags_tracepoint_mode():
+    opts = LoadOptions()
+    sched = cflags_for(get_spec("sched"), "tracepoint", "ringbuf", FACTS, opts)
+    assert f"-I{loader.BPF_DIR}" in sched
+    assert "-DTASK_REPORT_MAX=0x100" in sched and "-DTASK_REPORT_DEAD=0x30" in sched
+    assert "-DAIOS_RAW_TP" not in sched and "-DRUNQ_WAKEUP_ONLY" not in sched
+    assert "-DHIST_SLOTS=32" in sched and "-DFILENAME_LEN=128" in sched
+    proc = cflags_for(get_spec("proc"), "tracepoint", "perf", FACTS, opts)
+    assert "-DEXIT_HAS_GROUP_DEAD" in proc and "-DAIOS_PERF_OUTPUT" in proc
+    assert "-DOOM_HAS_MEMORY" in cflags_for(get_spec("oom"), "tracepoint", "ringbuf", FACTS, opts)
+    assert "-DAIOS_PERF_OUTPUT" not in cflags_for(get_spec("faults"), "tracepoint", "perf", FACTS, opts)
+
+
+def test_cflags_raw_mode_only_for_probes_with_a_raw_variant():
+    opts = LoadOptions(runq_preempted=False, max_cgroups=64)
+    assert "-DAIOS_RAW_TP" in cflags_for(get_spec("sched"), "raw", "ringbuf", FACTS, opts)
+    assert "-DRUNQ_WAKEUP_ONLY" in cflags_for(get_spec("sched"), "raw", "ringbuf", FACTS, opts)
+    assert "-DMAX_CGROUPS=64" in cflags_for(get_spec("sched"), "raw", "ringbuf", FACTS, opts)
+    assert not any(f.startswith("-DTASK_REPORT") for f in cflags_for(get_spec("sched"), "raw", "ringbuf", FACTS, opts))
+    assert "-DAIOS_RAW_TP" not in cflags_for(get_spec("blkio"), "raw", "ringbuf", FACTS, opts)
+    assert "-DAIOS_RAW_TP" not in cflags_for(get_spec("oom"), "raw", "ringbuf", FACTS, opts)
+    old = KernelFacts(release="6.1.0", headers="matching", tracefs="/t")
+    assert "-DEXIT_HAS_GROUP_DEAD" not in cflags_for(get_spec("proc"), "raw", "ringbuf", old, opts)
+
+
+def test_every_probe_source_exists_and_names_its_tracepoints():
+    for spec in PROBES:
+        text = (loader.BPF_DIR / spec.source).read_text()
+        for tp in spec.tracepoints:
+            cat, name = tp.split(":")
+            assert f"TRACEPOINT_PROBE({cat}, {name})" in text, (spec.name, tp)
+        for name in spec.raw_tracepoints or ():
+            assert f"RAW_TRACEPOINT_PROBE({name})" in text, (spec.name, name)
+
+
+def test_attached_lists():
+    proc = get_spec("proc")
+    assert proc.attached(raw=True) == (("sched:sched_process_exit", "raw"),
+                                       ("sched:sched_process_exec", "tracepoint"))
+    assert ("signal:signal_deliver", "tracepoint") in proc.attached(raw=False)
+    assert get_spec("blkio").attached(raw=True) == get_spec("blkio").attached(raw=False)
+
+
+def test_statuses():
+    facts = KernelFacts(release="6.18", headers="fallback", tracefs="/t",
+                        available=FACTS.available - {"exceptions:page_fault_user"})
+    st = {s.name: s for s in probe_statuses(facts, AttachChoice("tracepoint", ""), PROBE_NAMES)}
+    assert st["faults"].status == "unavailable" and "exceptions:page_fault_user" in st["faults"].detail
+    assert st["sched"].status == "ready"
+    none = KernelFacts(release="6.18", headers="fallback", tracefs=None)
+    assert {s.status for s in probe_statuses(none, AttachChoice("tracepoint", ""), ["sched"])} == {"unavailable"}
+
+
+def test_program_label():
+    assert program_label("tracepoint__sched__sched_switch") == "sched:sched_switch"
+    assert program_label("raw_tracepoint__sched_switch") == "raw:sched_switch"
+    assert program_label("other") == "other"
+
+
+def test_preflight_one_line_errors():
+    with pytest.raises(ProbeError, match="need root") as e:
+        preflight(SysRoot("/"), FACTS, euid=lambda: 1000)
+    assert "\n" not in str(e.value)
+    with pytest.raises(ProbeError, match="mount -t tracefs nodev /sys/kernel/tracing"):
+        preflight(SysRoot("/"), KernelFacts("6.18", "fallback", None), euid=lambda: 0)
+    with pytest.raises(ProbeError, match="no kernel headers"):
+        preflight(SysRoot("/"), KernelFacts("6.18", "missing", "/t"), euid=lambda: 0)
+    preflight(SysRoot("/"), FACTS, euid=lambda: 0)
+
+
+def test_read_kernel_facts_on_a_fake_6_18_host(tmp_path):
+    fake_probe_host(tmp_path)
+    facts = read_kernel_facts(SysRoot(tmp_path))
+    assert facts.release == "6.18.44-test" and facts.headers == "fallback"
+    assert facts.tracefs == "/sys/kernel/tracing"
+    assert facts.switch_bits == SwitchStateBits(0x100, 0x30)
+    assert facts.exit_has_group_dead and facts.oom_has_memory
+    assert "block:block_rq_issue" in facts.available
+
+
+def test_read_kernel_facts_on_a_fake_6_1_host_with_matching_headers(tmp_path):
+    fake_probe_host(tmp_path, release="6.1.0-56-amd64", headers="6.1.0-56-amd64",
+                    formats={"sched:sched_process_exit": load("sched_sched_process_exit_6.1.format")},
+                    missing=("exceptions:page_fault_user",))
+    facts = read_kernel_facts(SysRoot(tmp_path))
+    assert facts.headers == "matching" and not facts.exit_has_group_dead
+    assert "exceptions:page_fault_user" not in facts.available
+    assert choose_attach("auto", facts.headers, facts.release).method == "raw"
+
+
+def test_unknown_probe_name_is_a_one_line_error(tmp_path):
+    with pytest.raises(AiosError, match="unknown probe 'nope'"):
+        loader.ProbeSet(SysRoot(tmp_path), LoadOptions(probes=("nope",))).load()

@@ -1,0 +1,17 @@
+from aios_host.probes.sample import EMPTY_HIST, CgroupCounters, ProbeSample, SampleBuilder
+from aios_host.probes.structs import HIST_SLOTS
+
+
+def test_builder_sums_rows_and_histograms():
+    b = SampleBuilder()
+    b.add(5, oncpu_ns=10, preempt=1)
+    b.add(5, oncpu_ns=5)
+    b.add_hist(5, "runq_hist", 3, 2)
+    b.add_hist(5, "runq_hist", 3, 1)
+    b.add_hist(5, "runq_hist", 99, 1)  # capped like the C
+    b.add(7, faults=4)
+    out = b.build()
+    assert out[5].oncpu_ns == 15 and out[5].preempt == 1
+    assert out[5].runq_hist[3] == 3 and out[5].runq_hist[HIST_SLOTS - 1] == 1
+    assert out[7] == CgroupCounters(faults=4)
+    assert ProbeSample(t_ns=1, cgroups=out).counters(8).runq_hist == EMPTY_HIST
