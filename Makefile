@@ -13,7 +13,7 @@ APT_PACKAGES := python3-bpfcc bpfcc-tools python3-systemd python3-venv python3-p
                 stress-ng linux-perf procps iproute2
 SETUP_STAMP := $(VENV)/.aios-setup-stamp
 
-.PHONY: help setup apt venv headers test unit bpf-test vm-test vm-build run bench lint clean
+.PHONY: help setup apt venv headers tracefs test unit bpf-test vm-test vm-build run bench lint clean
 
 help:
 	@echo "make run      set up, then run aios-host doctor and a cgroup snapshot"
@@ -22,7 +22,11 @@ help:
 	@echo "make bench    benchmarks under tests/bench"
 	@echo "make lint     ruff"
 
-setup: apt headers $(SETUP_STAMP)
+setup: apt headers tracefs $(SETUP_STAMP)
+
+# The eBPF probes read tracepoint formats and attach through tracefs.
+tracefs:
+	@mountpoint -q /sys/kernel/tracing || mount -t tracefs nodev /sys/kernel/tracing
 
 apt:
 	@missing=$$(for p in $(APT_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null \

@@ -19,6 +19,8 @@ from aios_host.errors import KernelError
 class SysRoot:
     def __init__(self, root: str | os.PathLike[str] = "/") -> None:
         self.root = Path(root)
+        # String prefix for the hot paths: building pathlib objects cost more than the reads.
+        self._prefix = "" if str(self.root) == "/" else str(self.root).rstrip("/")
 
     def __repr__(self) -> str:
         return f"SysRoot({str(self.root)!r})"
@@ -27,27 +29,44 @@ class SysRoot:
     def is_host(self) -> bool:
         return self.root == Path("/")
 
+    def _p(self, kernel_path: str | PurePosixPath) -> str:
+        kp = str(kernel_path)
+        return self._prefix + (kp if kp.startswith("/") else "/" + kp)
+
     def path(self, kernel_path: str | PurePosixPath) -> Path:
         """Host path for a kernel path. Relative paths are taken from the root too."""
-        rel = str(kernel_path).lstrip("/")
-        return self.root / rel if rel else self.root
+        return Path(self._p(kernel_path))
 
     # -- reads ---------------------------------------------------------------------------------
 
-    def read_text(self, kernel_path: str | PurePosixPath) -> str:
-        p = self.path(kernel_path)
+    @staticmethod
+    def _read(p: str) -> str:
+        # Kernel files are small and generated per read(2): one raw read of a page-multiple
+        # buffer, looped for the rare big ones (memory.stat, io.stat on many devices).
+        fd = os.open(p, os.O_RDONLY | os.O_CLOEXEC)
         try:
-            with open(p, encoding="utf-8", errors="replace") as f:
-                return f.read()
+            chunks = []
+            while True:
+                b = os.read(fd, 65536)
+                if not b:
+                    break
+                chunks.append(b)
+        finally:
+            os.close(fd)
+        return b"".join(chunks).decode("utf-8", errors="replace")
+
+    def read_text(self, kernel_path: str | PurePosixPath) -> str:
+        p = self._p(kernel_path)
+        try:
+            return self._read(p)
         except OSError as exc:
             raise KernelError.from_oserror("read", p, exc) from exc
 
     def read_optional(self, kernel_path: str | PurePosixPath) -> str | None:
         """Read a file that may legitimately be absent (a controller not enabled, an old kernel)."""
-        p = self.path(kernel_path)
+        p = self._p(kernel_path)
         try:
-            with open(p, encoding="utf-8", errors="replace") as f:
-                return f.read()
+            return self._read(p)
         except FileNotFoundError:
             return None
         except OSError as exc:
@@ -57,10 +76,10 @@ class SysRoot:
             raise KernelError.from_oserror("read", p, exc) from exc
 
     def exists(self, kernel_path: str | PurePosixPath) -> bool:
-        return self.path(kernel_path).exists()
+        return os.path.exists(self._p(kernel_path))
 
     def is_dir(self, kernel_path: str | PurePosixPath) -> bool:
-        return self.path(kernel_path).is_dir()
+        return os.path.isdir(self._p(kernel_path))
 
     def listdir(self, kernel_path: str | PurePosixPath) -> list[str]:
         p = self.path(kernel_path)
@@ -98,7 +117,7 @@ class SysRoot:
 
     def write_text(self, kernel_path: str | PurePosixPath, value: str) -> None:
         """One write(2) of `value` to an existing file. Never creates, never truncates-then-writes."""
-        p = self.path(kernel_path)
+        p = self._p(kernel_path)
         data = value.encode()
         try:
             # O_TRUNC is ignored by kernfs (it is what `echo >` uses) and makes a fake root's

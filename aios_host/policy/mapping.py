@@ -51,6 +51,7 @@ def desired_state(
                     default=0.0)
         for c in policy.classes
     }
+    total_protection = sum(protection.values())
     out: list[DesiredCgroup] = []
     for spec in policy.classes:
         t = targets[spec.name]
@@ -79,7 +80,7 @@ def desired_state(
         if low is not None:
             files["memory.low"] = (str(low // n // 4096 * 4096), f"low {mem.low}")
         if mem.high == "auto":
-            others = sum(protection[o] for o in protection if o != spec.name)
+            others = total_protection - protection[spec.name]
             room = max(protection[spec.name], mem_capacity - others)
             high = round_to_page(room / n)
             why = f"auto: {format_bytes(mem_capacity)} less others' protection {format_bytes(others)}"

@@ -156,11 +156,17 @@ def make_plan(fs: CgroupFs, desired: list[DesiredCgroup]) -> Plan:
     moves: list[Write] = []
     will_exist: set[str] = set()
     enabled_now: dict[str, set[str]] = {}
+    exists_now: dict[str, bool] = {}
+
+    def exists(rel: str) -> bool:
+        if rel not in exists_now:
+            exists_now[rel] = fs.exists(rel)
+        return exists_now[rel]
 
     def subtree(rel: str) -> set[str]:
         if rel not in enabled_now:
             cg = Cgroup(fs, rel)
-            text = cg.read_optional("cgroup.subtree_control") if fs.exists(rel) else None
+            text = cg.read_optional("cgroup.subtree_control") if exists(rel) else None
             enabled_now[rel] = set(fmt.parse_words(text or ""))
         return enabled_now[rel]
 
@@ -168,14 +174,14 @@ def make_plan(fs: CgroupFs, desired: list[DesiredCgroup]) -> Plan:
         parts = d.rel.split("/")
         for i in range(1, len(parts) + 1):
             rel = "/".join(parts[:i])
-            if not fs.exists(rel) and rel not in will_exist:
+            if not exists(rel) and rel not in will_exist:
                 if not d.create:
                     raise PlanError(f"cgroup /{d.rel}: no such cgroup under {fs.mount}")
                 will_exist.add(rel)
                 mkdirs.append(Write("mkdir", Cgroup(fs, rel).kernel_path, None, "",
                                     f"class {d.cls}: class cgroup"))
-        needed = [c for c in ("cpuset", "cpu", "io", "memory")
-                  if any(controller_of(f.split(" ", 1)[0]) == c for f in d.files)]
+        used = {controller_of(k.partition(" ")[0]) for k in d.files}
+        needed = [c for c in ("cpuset", "cpu", "io", "memory") if c in used]
         ancestors = [""] + ["/".join(parts[:i]) for i in range(1, len(parts))]
         for rel in ancestors:
             for ctrl in needed:
@@ -186,8 +192,7 @@ def make_plan(fs: CgroupFs, desired: list[DesiredCgroup]) -> Plan:
                     "enable", Cgroup(fs, rel).file("cgroup.subtree_control"), f"-{ctrl}",
                     f"+{ctrl}", f"class {d.cls}: {ctrl} controller for /{d.rel}", ctrl,
                     ctrl in available))
-        exists = fs.exists(d.rel)
-        writes.extend(_file_writes(fs, d, exists, available))
+        writes.extend(_file_writes(fs, d, exists(d.rel), available))
         cg = Cgroup(fs, d.rel)
         for pid in d.move_pids:
             try:
