@@ -65,7 +65,7 @@ $(SETUP_STAMP): pyproject.toml | $(VENV)/bin/python
 venv: $(SETUP_STAMP)
 
 test: setup
-	$(PY) -m pytest tests/unit tests/host $(wildcard tests/bpf)
+	$(PY) -m pytest tests/unit tests/host $(wildcard tests/bpf tests/jobs)
 
 unit: setup
 	$(PY) -m pytest tests/unit

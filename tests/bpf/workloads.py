@@ -165,6 +165,9 @@ def perf_sch_delays_usec(path: str, pids: Sequence[int]) -> list[int]:
         parts = line.split()
         if len(parts) < 6 or not re.match(r"^\d+\.\d+$", parts[0]):
             continue
+        # annotation rows (migrations, wakeups with -w) do not end in the three time columns
+        if not all(re.match(r"^\d+\.\d+$", p) for p in parts[-3:]):
+            continue
         delay_ms = float(parts[-2])
         if delay_ms > 0:
             delays.append(round(delay_ms * 1000))
