@@ -72,7 +72,7 @@ def cmd_list(args: argparse.Namespace) -> int:
         else:
             print(render(["probe", "tracepoint", "attach", "status", "detail"], rows))
         return 0
-    choice = choose_attach(opts.attach, facts.headers, facts.release)
+    choice = choose_attach(opts.attach, facts.headers, facts.release, facts.btf_raw)
     statuses = probe_statuses(facts, choice, opts.probes)
     if args.json:
         _out_json({

@@ -6,9 +6,12 @@
  * thread-group leader exits.
  *
  * Where the status comes from:
- * - AIOS_RAW_TP (headers match the kernel): task_struct.exit_code of the exiting task, as the
- *   kernel will report it to wait(2) (exitsnoop's method).
- * - otherwise, with no struct dereference, a join of tracepoints keyed by thread-group id:
+ * - task_struct.exit_code of the exiting task, as the kernel will report it to wait(2)
+ *   (exitsnoop's method), at the offset the running kernel's BTF gives (-DTASK_EXIT_CODE_OFF, any
+ *   attach method), or through the headers in raw programs when they match the kernel;
+ * - only where neither is possible (no BTF and headers for another kernel), a join of
+ *   tracepoints keyed by thread-group id. It enables syscall tracepoints, which put every
+ *   syscall of every task on the slow path, so it is never the default where BTF exists:
  *   syscalls:sys_enter_exit_group(error_code): the status of the whole group; the first one wins,
  *     as in do_group_exit();
  *   syscalls:sys_enter_exit(error_code) by the group leader: its status unless a group exit or a
@@ -38,8 +41,12 @@ struct exit_info {
     u32 _pad;
 };
 
+#if defined(TASK_EXIT_CODE_OFF) || defined(AIOS_RAW_TP)
+#define EXIT_FROM_TASK 1        /* the status is read from task_struct.exit_code */
+#else
 BPF_TABLE("hash", u32, struct exit_info, exit_info, MAX_TASKS);
 BPF_TABLE("lru_hash", u32, s32, pending_signal, 4096);
+#endif
 AIOS_EVENTS_DECL;
 AIOS_DROPS_DECL;
 
@@ -65,7 +72,7 @@ static __always_inline void send_event(void *ctx, void *ev, u32 size)
 TRACEPOINT_PROBE(sched, sched_process_exec)
 {
     u32 tgid = bpf_get_current_pid_tgid() >> 32;
-#ifndef AIOS_RAW_TP
+#ifndef EXIT_FROM_TASK
     exit_info.delete(&tgid);
 #endif
     struct exec_event ev = {};
@@ -76,21 +83,30 @@ TRACEPOINT_PROBE(sched, sched_process_exec)
     return TP_PASS;
 }
 
-#ifdef AIOS_RAW_TP
+/* The exit status is task_struct.exit_code of the exiting task (current), as the kernel will report
+ * it to wait(2) (exitsnoop's method). Its offset is the running kernel's own, from its BTF
+ * (-DTASK_EXIT_CODE_OFF, loader.py), or the headers' when they match the kernel (AIOS_RAW_TP
+ * without TASK_EXIT_CODE_OFF). */
+#ifdef EXIT_FROM_TASK
+#if !defined(TASK_EXIT_CODE_OFF)
 #include <linux/sched.h>
-
-RAW_TRACEPOINT_PROBE(sched_process_exit)
-{
-    struct task_struct *p = (struct task_struct *)ctx->args[0];
-    u64 pid_tgid = bpf_get_current_pid_tgid();
-#ifdef EXIT_HAS_GROUP_DEAD
-    if (!(ctx->args[1] & 0xff))
-        return 0;
-#else
-    if ((u32)pid_tgid != (u32)(pid_tgid >> 32))
-        return 0;
 #endif
-    int code = p->exit_code;
+
+static __always_inline int task_exit_code(void)
+{
+    int code = 0;
+#ifdef TASK_EXIT_CODE_OFF
+    bpf_probe_read_kernel(&code, sizeof(code), (void *)bpf_get_current_task() + TASK_EXIT_CODE_OFF);
+#else
+    struct task_struct *p = (struct task_struct *)bpf_get_current_task();
+    code = p->exit_code;
+#endif
+    return code;
+}
+
+static __always_inline void send_exit(void *ctx)
+{
+    int code = task_exit_code();
     struct exit_event ev = {};
     fill_hdr(&ev.h, EVENT_EXIT, bpf_get_current_cgroup_id());
     ev.exit_code = (code >> 8) & 0xff;
@@ -98,10 +114,43 @@ RAW_TRACEPOINT_PROBE(sched_process_exit)
     ev.core_dumped = (code & 0x80) != 0;
     ev.how = EXIT_HOW_TASK;
     send_event(ctx, &ev, sizeof(ev));
+}
+#endif
+
+#ifdef AIOS_RAW_TP
+/* ctx->args: (struct task_struct *p) before 6.16, (struct task_struct *p, bool group_dead) since;
+ * p is current. */
+RAW_TRACEPOINT_PROBE(sched_process_exit)
+{
+#ifdef EXIT_HAS_GROUP_DEAD
+    if (!(ctx->args[1] & 0xff))
+        return 0;
+#else
+    u64 pid_tgid = bpf_get_current_pid_tgid();
+    if ((u32)pid_tgid != (u32)(pid_tgid >> 32))
+        return 0;
+#endif
+    send_exit(ctx);
     return 0;
 }
 
-#else /* tracepoint-format programs */
+#elif defined(EXIT_FROM_TASK) /* tracepoint-format program, exit_code at its BTF offset */
+
+TRACEPOINT_PROBE(sched, sched_process_exit)
+{
+#ifdef EXIT_HAS_GROUP_DEAD
+    if (!args->group_dead)
+        return TP_PASS;
+#else
+    u64 pid_tgid = bpf_get_current_pid_tgid();
+    if ((u32)pid_tgid != (u32)(pid_tgid >> 32))
+        return TP_PASS;
+#endif
+    send_exit(args);
+    return TP_PASS;
+}
+
+#else /* no way to read task_struct here: join syscalls and signals (see the top) */
 
 static __always_inline int fatal_by_default(int sig)
 {

@@ -19,10 +19,6 @@
  */
 #include "aios.h"
 
-#ifdef AIOS_RAW_TP
-#include <linux/sched.h>
-#endif
-
 #ifndef TASK_REPORT_MAX
 #define TASK_REPORT_MAX 0x100   /* tracefs prev_state of a preempted task ("R+"), 4.14+ */
 #endif
@@ -43,7 +39,9 @@ struct task_state {
     u64 cgroup_id;              /* its cgroup, as of its last switch-out */
 };
 
-BPF_TABLE("hash", u32, struct task_state, tasks, MAX_TASKS);
+/* Task key: the pid in tracepoint-format programs (the record has it), the task_struct pointer in
+ * raw ones (no dereference). 0 is never a task we time (the idle task has pid 0). */
+BPF_TABLE("hash", u64, struct task_state, tasks, MAX_TASKS);
 BPF_TABLE("percpu_hash", u64, struct sched_stats, sched_stats, MAX_CGROUPS);
 BPF_TABLE("percpu_hash", struct hist_key, u64, runq_hist, MAX_HIST);
 BPF_PERCPU_ARRAY(cpu_in_ns, u64, 1);    /* when the task now on this CPU was switched in */
@@ -56,7 +54,7 @@ static __always_inline void count_drop(int kind)
         (*d)++;
 }
 
-static __always_inline int on_wakeup(u32 pid, u64 cgroup_id)
+static __always_inline int on_wakeup(u64 pid, u64 cgroup_id)
 {
     if (pid == 0)
         return 0;
@@ -74,7 +72,7 @@ static __always_inline int on_wakeup(u32 pid, u64 cgroup_id)
     return 0;
 }
 
-static __always_inline int on_switch(u32 prev, u32 next, int runnable, int dead)
+static __always_inline int on_switch(u64 prev, u64 next, int runnable, int dead)
 {
     u64 now = bpf_ktime_get_ns();
     int zero = 0;
@@ -138,28 +136,34 @@ static __always_inline int on_switch(u32 prev, u32 next, int runnable, int dead)
 }
 
 #ifdef AIOS_RAW_TP
-/* Raw tracepoints: the arguments are the tracepoint's TP_PROTO, task pointers included. Since
- * 5.18 sched_switch passes prev_state (the raw __state) as its 4th argument; preempt is the 1st. */
+/* Raw tracepoints: ctx->args[] are the tracepoint's TP_PROTO, which the loader checks against the
+ * running kernel's BTF (btf_trace_<name>):
+ *   sched_wakeup, sched_wakeup_new: (struct task_struct *p)
+ *   sched_switch (5.18+): (bool preempt, struct task_struct *prev, struct task_struct *next,
+ *                          unsigned int prev_state)   prev_state is prev->__state, raw.
+ * Nothing is dereferenced: a task is keyed by its task_struct pointer value, so these programs are
+ * right whether or not the kernel headers describe this kernel. The idle task is never timed: at
+ * switch-out it is current with pid 0; it is never woken, so it is never in `tasks` to switch in.
+ * A dead task's entry is deleted at its last switch-out, before its task_struct can be reused. */
+#define RAW_TASK_RUNNING 0x0000
+#define RAW_TASK_DEAD 0x0080    /* include/linux/sched.h, unchanged since 4.14 */
+
 RAW_TRACEPOINT_PROBE(sched_wakeup)
 {
-    struct task_struct *p = (struct task_struct *)ctx->args[0];
-    return on_wakeup(p->pid, 0);
+    return on_wakeup(ctx->args[0], 0);
 }
 
 RAW_TRACEPOINT_PROBE(sched_wakeup_new)
 {
-    struct task_struct *p = (struct task_struct *)ctx->args[0];
-    return on_wakeup(p->pid, bpf_get_current_cgroup_id());
+    return on_wakeup(ctx->args[0], bpf_get_current_cgroup_id());
 }
 
 RAW_TRACEPOINT_PROBE(sched_switch)
 {
-    int preempt = (int)ctx->args[0];
-    struct task_struct *next = (struct task_struct *)ctx->args[2];
     unsigned int prev_state = (unsigned int)ctx->args[3];
-    u32 prev = (u32)bpf_get_current_pid_tgid();
-    return on_switch(prev, next->pid, preempt || prev_state == TASK_RUNNING,
-                     (prev_state & TASK_DEAD) != 0);
+    u64 prev = bpf_get_current_pid_tgid() == 0 ? 0 : ctx->args[1];
+    return on_switch(prev, ctx->args[2], (ctx->args[0] & 0xff) || prev_state == RAW_TASK_RUNNING,
+                     (prev_state & RAW_TASK_DEAD) != 0);
 }
 #else
 TRACEPOINT_PROBE(sched, sched_wakeup)

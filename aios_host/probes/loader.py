@@ -1,14 +1,19 @@
 """Load the probe set (bpf/*.bpf.c) with bcc, read its maps and events.
 
 One attach method for the whole set, chosen once and logged (`probe_attach_method`):
-- "raw" (RAW_TRACEPOINT_PROBE, no tracepoint record is formatted) when the kernel headers bcc
-  compiles against match the running kernel (features.headers == "matching") and the kernel has
-  sched_switch's prev_state argument (5.18+): raw programs read kernel structs through those
-  headers (task_struct.pid, .exit_code), which is only right when they describe this kernel;
+- "raw" (RAW_TRACEPOINT_PROBE, no tracepoint record is formatted: the cheap path) on 5.18+
+  kernels (sched_switch's prev_state argument) when the one task_struct field the raw programs
+  read, exit_code, has a trustworthy offset: from headers that match the running kernel
+  (features.headers == "matching"), or else from the running kernel's own BTF
+  (/sys/kernel/btf/vmlinux, btf.py; passed as -DTASK_EXIT_CODE_OFF). The sched programs
+  dereference nothing (tasks are keyed by their task_struct pointer). With BTF, the raw
+  tracepoints' argument lists are also checked against the kernel's btf_trace_<name> prototypes;
 - "tracepoint" (TRACEPOINT_PROBE) otherwise: bcc generates each argument struct from the running
-  kernel's tracefs format file and no kernel struct is dereferenced, so the programs are right on
-  a host whose headers are a fallback for another kernel.
-Probes without a raw variant (blkio, oom) use tracepoint-format programs in both cases.
+  kernel's tracefs format file and no kernel struct is dereferenced through headers, so the
+  programs are right on a host whose headers are a fallback for another kernel.
+Probes without a raw variant (blkio, oom) use tracepoint-format programs in both cases. Exit
+codes come from task_struct.exit_code wherever its offset is known; only without it does proc
+fall back to joining syscalls:sys_enter_exit* and signal:* (which slows every syscall down).
 
 The C is configured with -D cflags built here from the running kernel's tracepoint formats
 (tracefs.py) and from structs.py's sizes. Maps are read without clearing (ProbeSample holds
@@ -66,6 +71,7 @@ class LoadOptions:
 class AttachChoice:
     method: str  # "raw" | "tracepoint"
     reason: str
+    task_offsets: str = "headers"  # where raw programs' task_struct offsets come from: headers | btf
 
 
 def kernel_version(release: str) -> tuple[int, int]:
@@ -75,24 +81,36 @@ def kernel_version(release: str) -> tuple[int, int]:
     return int(m.group(1)), int(m.group(2))
 
 
-def choose_attach(requested: str, headers: str, release: str) -> AttachChoice:
-    """Pure: the attach method for `requested` ("auto" | "raw" | "tracepoint") on this kernel."""
+def choose_attach(requested: str, headers: str, release: str, btf_raw: bool = False) -> AttachChoice:
+    """Pure: the attach method for `requested` ("auto" | "raw" | "tracepoint") on this kernel.
+    btf_raw: the running kernel's BTF gave task_struct.exit_code and confirmed the raw
+    tracepoint prototypes (KernelFacts.btf_raw)."""
     version = kernel_version(release)
     if requested == "tracepoint":
         return AttachChoice("tracepoint", "asked for tracepoint-format programs")
-    raw_ok = headers == "matching" and version >= RAW_MIN_KERNEL
+    new_enough = version >= RAW_MIN_KERNEL
+    matching = headers == "matching"
+    raw_ok = new_enough and (matching or btf_raw)
+    offsets = "headers" if matching else "btf"
     if requested == "raw":
         if not raw_ok:
             raise ProbeError(
-                f"raw tracepoints need kernel headers matching kernel {release} and kernel "
-                f"{RAW_MIN_KERNEL[0]}.{RAW_MIN_KERNEL[1]}+ (headers here: {headers}); "
-                "use --attach tracepoint or auto"
+                f"raw tracepoints need kernel {RAW_MIN_KERNEL[0]}.{RAW_MIN_KERNEL[1]}+ and either "
+                f"kernel headers matching kernel {release} or its BTF (/sys/kernel/btf/vmlinux) "
+                f"(headers here: {headers}); use --attach tracepoint or auto"
             )
-        return AttachChoice("raw", "asked for raw tracepoints")
+        return AttachChoice("raw", "asked for raw tracepoints", offsets)
     if requested != "auto":
         raise AiosError(f"attach method {requested!r}: expected auto, raw or tracepoint")
-    if raw_ok:
+    if raw_ok and matching:
         return AttachChoice("raw", f"kernel headers match {release}: raw tracepoints")
+    if raw_ok:
+        return AttachChoice(
+            "raw",
+            f"kernel headers are {headers} for {release}: raw tracepoints that dereference no "
+            "header struct (task_struct.exit_code at its offset in the kernel's BTF)",
+            "btf",
+        )
     if headers == "matching":
         return AttachChoice("tracepoint", f"kernel {release} is older than "
                             f"{RAW_MIN_KERNEL[0]}.{RAW_MIN_KERNEL[1]}: tracepoint-format programs")
@@ -122,6 +140,42 @@ class KernelFacts:
     switch_bits: tracefs.SwitchStateBits = tracefs.DEFAULT_SWITCH_BITS
     exit_has_group_dead: bool = False
     oom_has_memory: bool = False
+    # from the running kernel's BTF, read only where the headers do not match the kernel:
+    task_exit_code_off: int | None = None  # byte offset of task_struct.exit_code
+    btf_raw: bool = False  # ...and the raw tracepoint prototypes are the ones the programs expect
+    btf_note: str = ""  # why not, when BTF was looked at and found wanting
+
+
+# ctx->args[] of the raw programs, exactly as btf.Btf.raw_tracepoint_params spells them
+RAW_PROTOS: dict[str, tuple[str, ...]] = {
+    "sched_wakeup": ("struct task_struct *",),
+    "sched_wakeup_new": ("struct task_struct *",),
+    "sched_switch": ("bool", "struct task_struct *", "struct task_struct *", "unsigned int"),
+    "sched_process_exit": ("struct task_struct *",),
+}
+
+
+def read_btf_facts(root: SysRoot, exit_has_group_dead: bool) -> tuple[int | None, bool, str]:
+    """(task_struct.exit_code offset, raw prototypes as expected, note) from the running kernel's
+    BTF; (None, False, why) where there is none or it does not say what we need."""
+    from aios_host.probes import btf
+
+    path = root.path(btf.VMLINUX_BTF)
+    if not os.path.exists(path):
+        return None, False, f"no kernel BTF at {btf.VMLINUX_BTF}"
+    try:
+        b = btf.Btf.from_file(path)
+        off = b.member_offset("task_struct", "exit_code")
+        protos = {name: tuple(b.raw_tracepoint_params(name)) for name in RAW_PROTOS}
+    except (OSError, btf.BtfError) as exc:
+        return None, False, f"kernel BTF: {exc}"
+    expect = dict(RAW_PROTOS)
+    if exit_has_group_dead:
+        expect["sched_process_exit"] = ("struct task_struct *", "bool")
+    bad = [f"{n}{protos[n]}" for n, want in expect.items() if protos[n] != want]
+    if bad:
+        return off, False, "raw tracepoint prototypes differ: " + ", ".join(bad)
+    return off, True, ""
 
 
 def read_kernel_facts(root: SysRoot, headers: str | None = None) -> KernelFacts:
@@ -136,19 +190,24 @@ def read_kernel_facts(root: SysRoot, headers: str | None = None) -> KernelFacts:
     tfs = tracefs.find_tracefs(root)
     if tfs is None:
         return KernelFacts(release=release, headers=headers, tracefs=None)
-    wanted = {t for p in PROBES for t in p.tracepoints}
+    wanted = {t for p in PROBES for t in p.all_tracepoints}
     available = frozenset(t for t in wanted if tracefs.tracepoint_exists(root, tfs, t))
     switch = tracefs.read_format(root, tfs, "sched:sched_switch")
     exit_fmt = tracefs.read_format(root, tfs, "sched:sched_process_exit")
     oom = tracefs.read_format(root, tfs, "oom:mark_victim")
+    group_dead = bool(exit_fmt and exit_fmt.has("group_dead"))
+    exit_off, btf_raw, note = (None, False, "") if headers == "matching" else read_btf_facts(root, group_dead)
     return KernelFacts(
         release=release,
         headers=headers,
         tracefs=tfs,
         available=available,
         switch_bits=tracefs.switch_state_bits(switch) if switch else tracefs.DEFAULT_SWITCH_BITS,
-        exit_has_group_dead=bool(exit_fmt and exit_fmt.has("group_dead")),
+        exit_has_group_dead=group_dead,
         oom_has_memory=bool(oom and oom.has("anon_rss")),
+        task_exit_code_off=exit_off,
+        btf_raw=btf_raw,
+        btf_note=note,
     )
 
 
@@ -179,6 +238,8 @@ def cflags_for(
             flags.append("-DRUNQ_WAKEUP_ONLY")
     if spec.name == "proc" and facts.exit_has_group_dead:
         flags.append("-DEXIT_HAS_GROUP_DEAD")
+    if spec.name == "proc" and facts.headers != "matching" and facts.task_exit_code_off is not None:
+        flags.append(f"-DTASK_EXIT_CODE_OFF={facts.task_exit_code_off}")
     if spec.name == "oom" and facts.oom_has_memory:
         flags.append("-DOOM_HAS_MEMORY")
     return flags
@@ -193,12 +254,17 @@ class ProbeStatus:
     detail: str = ""
 
 
+def task_fields_readable(facts: KernelFacts) -> bool:
+    """Whether task_struct.exit_code can be read here (matching headers or the kernel's BTF)."""
+    return facts.headers == "matching" or facts.task_exit_code_off is not None
+
+
 def probe_statuses(facts: KernelFacts, choice: AttachChoice, names: Sequence[str]) -> list[ProbeStatus]:
     """Pure: which probes can attach here, before loading anything."""
     out = []
     for name in names:
         spec = get_spec(name)
-        tps = spec.attached(choice.method == "raw")
+        tps = spec.attached(choice.method == "raw", task_fields=task_fields_readable(facts))
         missing = [t for t, _ in tps if t not in facts.available]
         if facts.tracefs is None:
             st, why = "unavailable", "tracefs not mounted"
@@ -296,10 +362,14 @@ class ProbeSet:
         self.facts = facts
         preflight(self.root, facts)
         bcc = import_bcc()
-        self.choice = choose_attach(self.options.attach, facts.headers, facts.release)
+        self.choice = choose_attach(self.options.attach, facts.headers, facts.release, facts.btf_raw)
         self.events_transport = choose_events(self.options.events, facts.release)
         log.info("probe_attach_method", method=self.choice.method, reason=self.choice.reason,
-                 events=self.events_transport, kernel=facts.release, headers=facts.headers)
+                 events=self.events_transport, kernel=facts.release, headers=facts.headers,
+                 task_offsets=self.choice.task_offsets if self.choice.method == "raw" else None,
+                 task_exit_code_off=facts.task_exit_code_off,
+                 exit_codes="task_struct" if task_fields_readable(facts) else "syscall+signal tracepoints",
+                 btf_note=facts.btf_note or None)
         for st in probe_statuses(facts, self.choice, self.options.probes):
             if st.status != "ready":
                 self.statuses[st.name] = st

@@ -19,14 +19,23 @@ class ProbeSpec:
     raw_tracepoints: tuple[str, ...] | None = None  # raw variant (names without category); None: none
     raw_keeps: tuple[str, ...] = ()  # tracepoint-format programs the raw variant still uses
     events: bool = False  # sends events through a ring/perf buffer
+    # tracepoint-format programs needed only where no task_struct field can be read (no kernel BTF
+    # and headers for another kernel): proc's syscall/signal join for exit codes
+    no_task_fields: tuple[str, ...] = ()
 
-    def attached(self, raw: bool) -> tuple[tuple[str, str], ...]:
-        """(tracepoint, method) pairs for one attach choice."""
+    def attached(self, raw: bool, task_fields: bool = True) -> tuple[tuple[str, str], ...]:
+        """(tracepoint, method) pairs for one attach choice; task_fields: task_struct fields can be
+        read here (kernel BTF offsets, or headers that match the kernel)."""
         if raw and self.raw_tracepoints is not None:
             return tuple((f"{_category(self, t)}:{t}", "raw") for t in self.raw_tracepoints) + tuple(
                 (t, "tracepoint") for t in self.raw_keeps
             )
-        return tuple((t, "tracepoint") for t in self.tracepoints)
+        extra = () if task_fields else self.no_task_fields
+        return tuple((t, "tracepoint") for t in self.tracepoints + extra)
+
+    @property
+    def all_tracepoints(self) -> tuple[str, ...]:
+        return self.tracepoints + self.no_task_fields
 
 
 def _category(spec: ProbeSpec, raw_name: str) -> str:
@@ -86,9 +95,8 @@ PROBES: tuple[ProbeSpec, ...] = (
         name="proc",
         source="proc.bpf.c",
         measures="exec and exit with exit code / signal (events)",
-        tracepoints=(
-            "sched:sched_process_exec",
-            "sched:sched_process_exit",
+        tracepoints=("sched:sched_process_exec", "sched:sched_process_exit"),
+        no_task_fields=(
             "syscalls:sys_enter_exit_group",
             "syscalls:sys_enter_exit",
             "signal:signal_generate",

@@ -56,7 +56,12 @@ def wait_events(probes, want, timeout=10.0):
 
 def test_every_probe_attached_with_the_chosen_method(probes):
     assert set(probes.loaded) == {"sched", "faults", "reclaim", "blkio", "oom", "proc"}
-    assert probes.choice.method == ("raw" if probes.facts.headers == "matching" else "tracepoint")
+    raw_here = probes.facts.headers == "matching" or probes.facts.btf_raw
+    assert probes.choice.method == ("raw" if raw_here else "tracepoint")
+    if raw_here:  # the cheap path: no tracepoint record formatted, no syscall tracepoint enabled
+        labels = {label for _, label, _ in probes.programs()}
+        assert {"raw:sched_switch", "raw:sched_wakeup", "raw:sched_process_exit"} <= labels
+        assert not any(label.startswith(("syscalls:", "signal:")) for label in labels)
     assert all(s.status == "attached" for s in probes.statuses.values())
 
 
@@ -209,3 +214,25 @@ def test_nothing_dropped_or_lost_under_this_load(probes):
     s = probes.read()
     assert s.lost_events == 0
     assert not {k: v for k, v in s.drops.items() if not k.endswith("task_map")}, s.drops
+
+
+def test_exit_codes_from_tracepoint_format_programs_too(fs):
+    """proc as a tracepoint-format program (--attach tracepoint): the status still comes from
+    task_struct.exit_code (BTF offset or matching headers) where it can, else from the join."""
+    with ProbeSet(SysRoot("/"), LoadOptions(attach="tracepoint", probes=("proc",), strict=True)) as p, \
+            scratch_cgroups(fs, "tp") as cg:
+        labels = {label for _, label, _ in p.programs()}
+        if p.facts.task_exit_code_off is not None:
+            assert labels == {"sched:sched_process_exec", "sched:sched_process_exit"}
+        three = spawn_in(cg["tp"], ["sh", "-c", "exit 3"])
+        termed = spawn_in(cg["tp"], ["sleep", "100"])
+        time.sleep(0.5)
+        termed.send_signal(signal.SIGTERM)
+        for q in (three, termed):
+            q.wait()
+        exits = _exits(wait_events(p, lambda ev: len(_exits(ev, {three.pid, termed.pid})) == 2),
+                       {three.pid, termed.pid})
+    assert (exits[three.pid].exit_code, exits[three.pid].signal) == (3, 0)
+    assert exits[termed.pid].signal == signal.SIGTERM
+    if p.facts.task_exit_code_off is not None:
+        assert {e.how for e in exits.values()} == {"task"}

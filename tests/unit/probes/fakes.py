@@ -47,7 +47,7 @@ def fake_probe_host(
             f'#define UTS_RELEASE "{headers}"\n')
     if tracefs:
         for spec in PROBES:
-            for tp in spec.tracepoints:
+            for tp in spec.all_tracepoints:
                 if tp in missing:
                     continue
                 cat, name = tp.split(":", 1)

@@ -1,5 +1,7 @@
 """The pure half of the loader: attach choice, cflags, statuses, preflight errors, kernel facts."""
 
+import dataclasses
+
 import pytest
 
 from aios_host.errors import AiosError
@@ -20,7 +22,8 @@ from aios_host.probes.loader import (
 )
 from aios_host.probes.specs import PROBE_NAMES, PROBES, get_spec
 from aios_host.probes.tracefs import SwitchStateBits
-from tests.unit.probes.fakes import fake_probe_host, load
+from tests.unit.probes.btfblob import kernel_like
+from tests.unit.probes.fakes import fake_probe_host, load, put
 
 
 @pytest.mark.parametrize(
@@ -38,13 +41,30 @@ def test_choose_attach(requested, headers, release, method):
     assert choose_attach(requested, headers, release).method == method
 
 
+@pytest.mark.parametrize(
+    ("requested", "headers", "release", "method", "offsets"),
+    [
+        ("auto", "fallback", "6.18.44-fc", "raw", "btf"),
+        ("raw", "fallback", "6.18.44-fc", "raw", "btf"),
+        ("auto", "matching", "6.1.0-56-amd64", "raw", "headers"),  # matching headers win
+        ("auto", "fallback", "5.15.0", "tracepoint", "headers"),
+        ("tracepoint", "fallback", "6.18.44", "tracepoint", "headers"),
+    ],
+)
+def test_choose_attach_with_the_kernels_btf(requested, headers, release, method, offsets):
+    c = choose_attach(requested, headers, release, btf_raw=True)
+    assert (c.method, c.task_offsets) == (method, offsets)
+    if (method, offsets) == ("raw", "btf") and requested == "auto":
+        assert "BTF" in c.reason and "fallback" in c.reason
+
+
 def test_choose_attach_reason_names_the_headers():
     assert "fallback" in choose_attach("auto", "fallback", "6.18.44").reason
     assert "match" in choose_attach("auto", "matching", "6.1.0").reason
 
 
 def test_raw_is_refused_with_fallback_headers():
-    with pytest.raises(ProbeError, match="raw tracepoints need kernel headers matching"):
+    with pytest.raises(ProbeError, match="raw tracepoints need kernel 5.18\\+ and either kernel headers matching"):
         choose_attach("raw", "fallback", "6.18.44")
 
 
@@ -64,7 +84,7 @@ def test_choose_events():
 
 
 FACTS = KernelFacts(release="6.18.44", headers="fallback", tracefs="/sys/kernel/tracing",
-                    available=frozenset(t for p in PROBES for t in p.tracepoints),
+                    available=frozenset(t for p in PROBES for t in p.all_tracepoints),
                     switch_bits=SwitchStateBits(0x100, 0x30), exit_has_group_dead=True,
                     oom_has_memory=True)
 
@@ -92,12 +112,23 @@ def test_cflags_raw_mode_only_for_probes_with_a_raw_variant():
     assert "-DAIOS_RAW_TP" not in cflags_for(get_spec("oom"), "raw", "ringbuf", FACTS, opts)
     old = KernelFacts(release="6.1.0", headers="matching", tracefs="/t")
     assert "-DEXIT_HAS_GROUP_DEAD" not in cflags_for(get_spec("proc"), "raw", "ringbuf", old, opts)
+    assert not any(f.startswith("-DTASK_EXIT_CODE_OFF") for f in cflags_for(get_spec("proc"), "raw", "ringbuf", old,
+                                                                              opts))
+
+
+def test_cflags_pass_the_btf_exit_code_offset_where_headers_do_not_match():
+    opts = LoadOptions()
+    btf_facts = dataclasses.replace(FACTS, task_exit_code_off=1164, btf_raw=True)
+    for method in ("raw", "tracepoint"):
+        assert "-DTASK_EXIT_CODE_OFF=1164" in cflags_for(get_spec("proc"), method, "ringbuf", btf_facts, opts)
+        assert not any("EXIT_CODE" in f for f in cflags_for(get_spec("sched"), method, "ringbuf", btf_facts, opts))
+    assert not any("EXIT_CODE" in f for f in cflags_for(get_spec("proc"), "raw", "ringbuf", FACTS, opts))
 
 
 def test_every_probe_source_exists_and_names_its_tracepoints():
     for spec in PROBES:
         text = (loader.BPF_DIR / spec.source).read_text()
-        for tp in spec.tracepoints:
+        for tp in spec.all_tracepoints:
             cat, name = tp.split(":")
             assert f"TRACEPOINT_PROBE({cat}, {name})" in text, (spec.name, tp)
         for name in spec.raw_tracepoints or ():
@@ -108,8 +139,24 @@ def test_attached_lists():
     proc = get_spec("proc")
     assert proc.attached(raw=True) == (("sched:sched_process_exit", "raw"),
                                        ("sched:sched_process_exec", "tracepoint"))
-    assert ("signal:signal_deliver", "tracepoint") in proc.attached(raw=False)
+    assert proc.attached(raw=False) == (("sched:sched_process_exec", "tracepoint"),
+                                        ("sched:sched_process_exit", "tracepoint"))
+    # only where no task_struct field can be read: the syscall/signal join for exit codes
+    assert ("signal:signal_deliver", "tracepoint") in proc.attached(raw=False, task_fields=False)
+    assert ("syscalls:sys_enter_exit_group", "tracepoint") in proc.attached(raw=False, task_fields=False)
     assert get_spec("blkio").attached(raw=True) == get_spec("blkio").attached(raw=False)
+
+
+def test_statuses_list_the_exit_join_only_without_task_fields():
+    no_btf = dataclasses.replace(FACTS, task_exit_code_off=None)
+    with_btf = dataclasses.replace(FACTS, task_exit_code_off=1164, btf_raw=True)
+    tp = AttachChoice("tracepoint", "")
+    (proc,) = probe_statuses(no_btf, tp, ["proc"])
+    assert ("syscalls:sys_enter_exit", "tracepoint") in proc.tracepoints
+    (proc,) = probe_statuses(with_btf, tp, ["proc"])
+    assert not any(t.startswith(("syscalls:", "signal:")) for t, _ in proc.tracepoints)
+    (sched,) = probe_statuses(with_btf, AttachChoice("raw", "", "btf"), ["sched"])
+    assert {m for _, m in sched.tracepoints} == {"raw"}
 
 
 def test_statuses():
@@ -147,14 +194,26 @@ def test_read_kernel_facts_on_a_fake_6_18_host(tmp_path):
     assert facts.switch_bits == SwitchStateBits(0x100, 0x30)
     assert facts.exit_has_group_dead and facts.oom_has_memory
     assert "block:block_rq_issue" in facts.available
+    assert facts.task_exit_code_off is None and not facts.btf_raw and "no kernel BTF" in facts.btf_note
+
+
+def test_read_kernel_facts_reads_the_kernels_btf_on_a_fallback_host(tmp_path):
+    fake_probe_host(tmp_path)
+    put(tmp_path, "/sys/kernel/btf/vmlinux", "").write_bytes(kernel_like())
+    facts = read_kernel_facts(SysRoot(tmp_path))
+    assert facts.headers == "fallback" and facts.task_exit_code_off == 20 and facts.btf_raw
+    c = choose_attach("auto", facts.headers, facts.release, facts.btf_raw)
+    assert (c.method, c.task_offsets) == ("raw", "btf")
 
 
 def test_read_kernel_facts_on_a_fake_6_1_host_with_matching_headers(tmp_path):
     fake_probe_host(tmp_path, release="6.1.0-56-amd64", headers="6.1.0-56-amd64",
                     formats={"sched:sched_process_exit": load("sched_sched_process_exit_6.1.format")},
                     missing=("exceptions:page_fault_user",))
+    put(tmp_path, "/sys/kernel/btf/vmlinux", "not read: the headers match")
     facts = read_kernel_facts(SysRoot(tmp_path))
     assert facts.headers == "matching" and not facts.exit_has_group_dead
+    assert facts.task_exit_code_off is None and facts.btf_note == ""
     assert "exceptions:page_fault_user" not in facts.available
     assert choose_attach("auto", facts.headers, facts.release).method == "raw"
 
