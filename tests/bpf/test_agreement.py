@@ -10,7 +10,10 @@
 
 Tolerances (log2 histograms, usec): event counts within 10% of each other; p50 and p90 slots
 within one log2 slot; total variation distance between the normalized histograms <= 0.15
-(the ~1 ms rounding of perf's msec column and the start/end of each window move a few events).
+(the start/end of each window move a few events).
+perf prints the delay in msec with 3 decimals (1 usec resolution), and that rounding moves short
+waits across the 2 and 4 usec slot boundaries (a systematic one-slot shift below 8 usec, seen in
+repeated runs): for perf, the slots below 8 usec are compared as one slot.
 """
 
 from __future__ import annotations
@@ -49,9 +52,16 @@ def fs():
     return CgroupFs(SysRoot("/"))
 
 
+PERF_FINE_SLOTS = 4  # slots 0..3 hold 0..7 usec: below perf's resolution for log2 slots
+
+
+def _below_8_usec_as_one(h):
+    return (0, 0, 0, sum(h[:PERF_FINE_SLOTS]), *h[PERF_FINE_SLOTS:])
+
+
 def test_wakeup_latency_agrees_with_perf_sched_timehist(fs, tmp_path):
     ours, theirs = against_perf_timehist(fs, str(tmp_path / "perf.data"))
-    assert_agree(ours, theirs, "perf sched timehist sch delay")
+    assert_agree(_below_8_usec_as_one(ours), _below_8_usec_as_one(theirs), "perf sched timehist sch delay")
 
 
 def test_runq_latency_agrees_with_runqlat_bpfcc(fs):
