@@ -7,7 +7,7 @@ import sys
 from collections.abc import Sequence
 from dataclasses import asdict
 
-from aios_host import __version__, cli_policy, cli_probe, log
+from aios_host import __version__, cli_job, cli_policy, cli_probe, log
 from aios_host.errors import AiosError
 from aios_host.kernel.cgroup import CgroupFs, sample
 from aios_host.kernel.features import Features, Status, detect_features
@@ -106,6 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     cli_policy.add_parsers(sub, common)
     cli_probe.add_parsers(sub, common)
+    cli_job.add_parsers(sub, common)
     return p
 
 

@@ -148,3 +148,24 @@ def first_failure(causes: list[Cause]) -> Cause | None:
         if c.kind not in (CauseKind.SUCCESS, CauseKind.PEER):
             return c
     return None
+
+
+def root_cause(failures: list[Cause]) -> Cause:
+    """Of several ranks found failed at once, the likeliest root cause: an OOM kill or a signal
+    nobody in the gang sent, then an exit code other than 1, then exit 1 (what a rank whose peer
+    vanished in the middle of a collective exits with: an uncaught RuntimeError from gloo/NCCL).
+    Ties go to the first observed. The others are named in the detail."""
+    def rank_of(c: Cause) -> int:
+        if c.kind in (CauseKind.OOM, CauseKind.SIGNAL, CauseKind.LAUNCH, CauseKind.HANG):
+            return 0
+        if c.kind is CauseKind.EXIT and c.code != 1:
+            return 1
+        return 2
+
+    best = min(failures, key=rank_of)  # min() keeps the first of equals
+    others = [c for c in failures if c is not best and c.rank is not None]
+    if not others:
+        return best
+    also = ", ".join(f"rank {c.rank} {c.describe().split(' ', 2)[2]}" for c in others)
+    detail = f"{best.detail}; " if best.detail else ""
+    return Cause(best.kind, best.rank, best.code, f"{detail}also: {also}", best.node)

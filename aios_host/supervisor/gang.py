@@ -37,7 +37,7 @@ from aios_host.kernel.root import SysRoot
 from aios_host.log import get_logger
 from aios_host.supervisor import stacks
 from aios_host.supervisor.backoff import restart_delay
-from aios_host.supervisor.causes import Cause, CauseKind, classify
+from aios_host.supervisor.causes import Cause, CauseKind, classify, root_cause
 from aios_host.supervisor.coord import LocalCoordinator, StoreCoordinator
 from aios_host.supervisor.launch import (
     JOBS_SLICE,
@@ -461,6 +461,7 @@ class Supervisor:
                 timeouts.append(coord.poll_s)
             events = poller.poll(min(timeouts) * 1000)
             now = time.monotonic()
+            failures: list[Cause] = []
             for fd, _ev in events:
                 what, p = by_fd.get(fd, ("gone", None))
                 if what == "wake":
@@ -482,16 +483,22 @@ class Supervisor:
                     assert p is not None
                     poller.unregister(fd)
                     del by_fd[fd]
-                    status = launcher.reap(p)
+                    failures.append(self._rank_exited(launcher, p, ranks_state))
                     alive.remove(p)
-                    rs = ranks_state[p.rank]
-                    rs.exit = str(status)
-                    cause = classify(p.rank, status, oom_kills=launcher.oom_kills(p),
-                                     systemd_result=p.systemd_result, started=p.started)
-                    rs.status = "exited" if status.ok else "failed"
-                    self._event("rank_exit", rank=p.rank, status=str(status), cause=cause.kind.value)
-                    if cause.kind is not CauseKind.SUCCESS:
-                        return cause
+            failures = [c for c in failures if c.kind is not CauseKind.SUCCESS]
+            if failures:
+                # Ranks blocked in a collective fail right after the rank that broke it (gloo:
+                # "Connection reset by peer", exit 1). Collect every exit that is already in,
+                # then name the likeliest root cause, not whichever pidfd poll listed first.
+                for p in list(alive):
+                    if p.pidfd is not None and select.select([p.pidfd], [], [], 0)[0]:
+                        poller.unregister(p.pidfd)
+                        del by_fd[p.pidfd]
+                        alive.remove(p)
+                        c = self._rank_exited(launcher, p, ranks_state)
+                        if c.kind is not CauseKind.SUCCESS:
+                            failures.append(c)
+                return root_cause(failures)
             if not alive:
                 if single_node:
                     return Cause(CauseKind.SUCCESS)
@@ -521,6 +528,16 @@ class Supervisor:
                     typ = h.typical()
                     rs.step_s = round(typ, 6) if typ is not None else None
             self._flush()
+
+    def _rank_exited(self, launcher: Any, p: RankProc, ranks_state: dict[int, RankState]) -> Cause:
+        status = launcher.reap(p)
+        rs = ranks_state[p.rank]
+        rs.exit = str(status)
+        rs.status = "exited" if status.ok else "failed"
+        cause = classify(p.rank, status, oom_kills=launcher.oom_kills(p),
+                         systemd_result=p.systemd_result, started=p.started)
+        self._event("rank_exit", rank=p.rank, status=str(status), cause=cause.kind.value)
+        return cause
 
     def _hang(self, procs: list[RankProc], h: Any) -> Cause:
         st = self.state
@@ -573,8 +590,10 @@ class Supervisor:
                 if what == "pid" and p is not None:
                     poller.unregister(fd)
                     del by_fd[fd]
-                    launcher.reap(p)
+                    status = launcher.reap(p)
                     alive.remove(p)
+                    rs = next(r for r in st.ranks if r.rank == p.rank)
+                    rs.exit, rs.status = str(status), "exited" if status.ok else "stopped"
                 elif what == "out" and p is not None:
                     data = os.read(fd, 1 << 16)
                     if data:

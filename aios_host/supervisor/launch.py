@@ -278,7 +278,15 @@ class CgroupLauncher:
 
     def cleanup(self) -> None:
         """Remove the rank leaves and the job cgroup (empty by now); the class cgroup and
-        aios-jobs.slice stay for other jobs."""
+        aios-jobs.slice stay for other jobs. Anything still inside (the supervisor failed
+        between start and teardown) is killed first: no rank outlives its supervisor."""
+        if self.job is not None:
+            try:
+                if self.job.populated():
+                    self.job.kill()
+                    wait_unpopulated([self.job], 10.0)
+            except AiosError as exc:
+                log.warning("cgroup_kill_failed", cgroup=str(self.job), error=str(exc))
         for leaf in self.leaves.values():
             try:
                 self.fs.remove(leaf.rel)

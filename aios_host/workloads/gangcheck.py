@@ -30,6 +30,22 @@ import torch.distributed as dist
 from aios_host.supervisor import health
 
 
+def _init(restart: int) -> None:
+    """Under torchrun only: env:// rendezvous on the agent's store with a per-restart key prefix.
+    torchrun's workers share the agent's TCPStore across restarts (TORCHELASTIC_USE_AGENT_STORE=
+    True) and, with torch 2.13 and gloo, a restarted gang reads the dead gang's addresses from it
+    and fails in connectFullMesh ("Connection refused"); the prefix avoids that. Under aios-host
+    rank 0 hosts a fresh store for every restart, and plain init_process_group() is used."""
+    from datetime import timedelta
+
+    rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+    store = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), world,
+                          is_master=False, timeout=timedelta(seconds=300))
+    dist.init_process_group(backend=os.environ.get("AIOS_BACKEND", "gloo"),
+                            store=dist.PrefixStore(f"gangcheck/restart{restart}", store),
+                            rank=rank, world_size=world)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="aios_host.workloads.gangcheck")
     p.add_argument("--steps", type=int, default=20)
@@ -48,13 +64,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--spawn-daemon", action="store_true")
     p.add_argument("--ignore-sigterm", action="store_true")
     p.add_argument("--forever", action="store_true", help="keep stepping until killed")
+    p.add_argument("--plain-init", action="store_true",
+                   help="init_process_group(env://) without the per-restart key prefix")
     a = p.parse_args(argv)
 
     restart = int(os.environ.get("AIOS_RESTART", os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")))
     faults = a.fault_restart in (-1, restart)
     if a.ignore_sigterm:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    dist.init_process_group(backend=os.environ.get("AIOS_BACKEND", "gloo"))
+    if a.plain_init or os.environ.get("TORCHELASTIC_USE_AGENT_STORE") != "True":
+        dist.init_process_group(backend=os.environ.get("AIOS_BACKEND", "gloo"))
+    else:
+        _init(restart)
     rank, world = dist.get_rank(), dist.get_world_size()
     t = torch.ones(a.numel)
     dist.all_reduce(t)

@@ -1,0 +1,64 @@
+"""Why a gang ended, and the status `job run` exits with."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+from aios_host.supervisor.causes import Cause, CauseKind, ExitStatus, classify, first_failure, root_cause
+
+
+def test_exit_status_from_waitid_and_systemd() -> None:
+    assert ExitStatus.from_waitid(os.CLD_EXITED, 3) == ExitStatus(True, 3)
+    assert ExitStatus.from_waitid(os.CLD_KILLED, 9) == ExitStatus(False, 9)
+    assert ExitStatus.from_waitid(os.CLD_DUMPED, 11) == ExitStatus(False, 11)
+    assert ExitStatus.from_systemd(1, 0).ok
+    assert ExitStatus.from_systemd(2, 15) == ExitStatus(False, 15)
+    assert str(ExitStatus(False, 9)) == "killed by SIGKILL" and str(ExitStatus(True, 2)) == "exit 2"
+
+
+def test_classification() -> None:
+    assert classify(0, ExitStatus(True, 0)).kind is CauseKind.SUCCESS
+    c = classify(2, ExitStatus(True, 3))
+    assert (c.kind, c.rank, c.exit_code) == (CauseKind.EXIT, 2, 3)
+    c = classify(1, ExitStatus(False, signal.SIGSEGV))
+    assert c.kind is CauseKind.SIGNAL and c.exit_code == 128 + signal.SIGSEGV
+    assert "SIGSEGV" in c.describe()
+    # SIGKILL + oom_kill went up in the rank's memory.events: the OOM killer
+    c = classify(1, ExitStatus(False, signal.SIGKILL), oom_kills=1)
+    assert c.kind is CauseKind.OOM and c.exit_code == 137 and "OOM" in c.describe()
+    assert classify(1, ExitStatus(False, signal.SIGKILL)).kind is CauseKind.SIGNAL
+    assert classify(1, ExitStatus(False, signal.SIGKILL), systemd_result="oom-kill").kind is CauseKind.OOM
+    assert classify(1, ExitStatus(False, signal.SIGKILL), killed_by_us=True).kind is CauseKind.PEER
+    assert classify(1, ExitStatus(True, 125)).kind is CauseKind.LAUNCH
+    assert classify(1, ExitStatus(True, 126), started=False).kind is CauseKind.LAUNCH
+
+
+def test_exit_codes_follow_shells() -> None:
+    assert Cause(CauseKind.SUCCESS).exit_code == 0
+    assert Cause(CauseKind.HANG, 1).exit_code == 124
+    assert Cause(CauseKind.STOPPED).exit_code == 143
+    assert Cause(CauseKind.EXIT, 0, 5).exit_code == 5
+
+
+def test_first_failure_skips_peers_and_successes() -> None:
+    causes = [Cause(CauseKind.SUCCESS, 0), Cause(CauseKind.PEER, 2, 9), Cause(CauseKind.EXIT, 1, 4)]
+    assert first_failure(causes) == causes[2]
+    assert first_failure(causes[:2]) is None
+
+
+def test_roundtrip() -> None:
+    c = Cause(CauseKind.SIGNAL, 3, 9, "x", node=1)
+    assert Cause.from_dict(c.to_dict()) == c
+    assert c.to_dict()["text"] == "rank 3 on node 1 was killed by SIGKILL: x"
+
+
+def test_root_cause_prefers_the_rank_that_broke_the_collective() -> None:
+    peer_err = Cause(CauseKind.EXIT, 0, 1)  # gloo "Connection reset by peer" -> RuntimeError -> exit 1
+    culprit = Cause(CauseKind.EXIT, 1, 3)
+    c = root_cause([peer_err, culprit])
+    assert c.rank == 1 and c.code == 3 and c.detail == "also: rank 0 exited with status 1"
+    killed = Cause(CauseKind.SIGNAL, 2, 9)
+    assert root_cause([culprit, killed]).rank == 2
+    assert root_cause([Cause(CauseKind.OOM, 3, 9), killed]).rank == 3  # the first of equals
+    assert root_cause([culprit]) == culprit
