@@ -68,7 +68,8 @@ def desired_state(
         if spec.name in cores.cpus:
             cpus = cores.cpus[spec.name]
             files["cpuset.mems"] = (fmt.format_cpu_list(cores.numa_nodes[spec.name]), "NUMA nodes of its cores")
-            files["cpuset.cpus"] = (fmt.format_cpu_list(cpus), f"exclusive: {len(cpus)} cpus = {spec.cpu.min} whole core(s)")
+            why = f"exclusive: {len(cpus)} cpus = {spec.cpu.min} whole core(s)"
+            files["cpuset.cpus"] = (fmt.format_cpu_list(cpus), why)
         elif exclusive_cpus and t.owned:
             files["cpuset.mems"] = (fmt.format_cpu_list(all_nodes), "all NUMA nodes")
             files["cpuset.cpus"] = (fmt.format_cpu_list(shared_cpus), "cores not held exclusively")
