@@ -75,6 +75,8 @@ def build_spec(args: argparse.Namespace) -> tuple[Any, str | None]:
 
     if getattr(args, "spec_json", None):
         data = json.loads(Path(args.spec_json).read_text())
+        with contextlib.suppress(OSError):
+            Path(args.spec_json).unlink()  # written by --detach for this one supervisor
         return JobSpec.model_validate(data["spec"]), data.get("spec_file")
     spec_file = args.spec
     command = list(args.command or [])
@@ -256,6 +258,11 @@ def cmd_stop(args: argparse.Namespace) -> int:
             continue
         if not store.is_locked(st.key):
             _kill_dead_instance(root, st)
+            run_dir = store.run_dir(st.key)  # the dead supervisor's health socket
+            with contextlib.suppress(OSError):
+                (run_dir / "health.sock").unlink()
+            with contextlib.suppress(OSError):
+                run_dir.rmdir()
             st.status = "stopped"
             store.save(st)
             results.append((st.key, "stopped (supervisor was dead)", None))

@@ -199,8 +199,8 @@ def make_plan(fs: CgroupFs, desired: list[DesiredCgroup]) -> Plan:
                 src = fs.cgroup_of_pid(pid)
             except AiosError:
                 continue  # exited
-            if src.rel == d.rel:
-                continue
+            if src.rel == d.rel or src.rel.startswith(d.rel + "/"):
+                continue  # already in the class, e.g. a job rank in its own rank cgroup below it
             moves.append(Write("move", cg.file("cgroup.procs"), src.file("cgroup.procs"), str(pid),
                                f"class {d.cls}: process {pid} matches", None, True))
     # Enables: the order above is per class; make it strictly top-down across classes.

@@ -34,6 +34,8 @@ def parse_share(text: str) -> float | None:
 
 def parse_size(value: object) -> Quantity:
     """Bytes from 4096, "4G", "1.5GiB", "512M", "50%". Binary units, like the kernel and systemd."""
+    if isinstance(value, Quantity):  # already parsed (a validator ran first)
+        return value
     if isinstance(value, bool):
         raise ValueError(f"{value!r} is not a size (e.g. 4G)")
     if isinstance(value, int):
@@ -54,6 +56,8 @@ def parse_size(value: object) -> Quantity:
 
 def parse_cores(value: object) -> Quantity:
     """Cores as a number (2, 2.5) or a share of the host's CPUs ("50%")."""
+    if isinstance(value, Quantity):
+        return value
     if isinstance(value, bool):
         raise ValueError(f"{value!r} is not a number of cores (e.g. 2.5 or \"50%\")")
     if isinstance(value, int | float):

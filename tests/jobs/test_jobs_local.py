@@ -133,7 +133,7 @@ def test_port_reservations_from_many_processes_never_collide(tmp_path: Path) -> 
             "from aios_host.supervisor.ports import reserve_port\n"
             "rs = [reserve_port(SysRoot('/'), 'collide') for _ in range(10)]\n"
             "[r.handoff() for r in rs]\nprint(' '.join(str(r.port) for r in rs), flush=True)\n"
-            "time.sleep(2)\n")
+            "time.sleep(2)\n[r.release() for r in rs]\n")
     procs = [subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True) for _ in range(6)]
     ports = [int(p) for pr in procs for p in pr.communicate(timeout=60)[0].split()]
     assert len(ports) == 60 and len(set(ports)) == 60

@@ -137,3 +137,22 @@ def test_memory_high_before_max_when_shrinking_max_first_when_growing(host, old_
     d, _ = _decide(root, policy)
     names = [w.path.rsplit("/", 1)[1] for w in d.plan.writes if "/train/memory." in w.path]
     assert [n for n in names if n in ("memory.high", "memory.max")][0] == first
+
+
+def test_processes_already_below_the_class_cgroup_are_not_moved(host):
+    """A job rank lives in <class>/aios-jobs.slice/<job>/rank-N: moving it up to the class
+    cgroup would take it out of the cgroup its supervisor kills."""
+    from tests.unit.fixtures import put
+
+    root, _ = host
+    fs = CgroupFs(root)
+    fs.create("aios.slice/train/aios-jobs.slice/j/rank-0")
+    put(root.root, "/proc/4242/cgroup", "0::/aios.slice/train/aios-jobs.slice/j/rank-0\n")
+    put(root.root, "/proc/4343/cgroup", "0::/system.slice/other.service\n")
+    from dataclasses import replace
+
+    from aios_host.policy.plan import make_plan
+    d, _ = _decide(root, host[1])
+    desired = [replace(x, move_pids=(4242, 4343)) if x.cls == "train" else x for x in d.desired]
+    moves = [w for w in make_plan(fs, desired).writes if w.op == "move"]
+    assert [w.new for w in moves] == ["4343"]

@@ -68,6 +68,13 @@ def test_extends_cycle_and_broken_base(tmp_path):
         load_policy(tmp_path / "c.toml")
 
 
+def test_memory_high_as_size_or_auto(tmp_path):
+    f = tmp_path / "x.toml"
+    f.write_text('[[class]]\nname = "a"\nmemory.high = "6G"\n[[class]]\nname = "b"\nmemory.high = "auto"\n')
+    p = load_policy(f)
+    assert p.cls("a").memory.high.value == 6 << 30 and p.cls("b").memory.high == "auto"
+
+
 def test_sizes():
     assert parse_size("4G").value == 4 << 30
     assert parse_size("1.5GiB").value == 1.5 * (1 << 30)
