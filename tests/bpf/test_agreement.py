@@ -11,9 +11,12 @@
 Tolerances (log2 histograms, usec): event counts within 10% of each other; p50 and p90 slots
 within one log2 slot; total variation distance between the normalized histograms <= 0.15
 (the start/end of each window move a few events).
-perf prints the delay in msec with 3 decimals (1 usec resolution), and that rounding moves short
-waits across the 2 and 4 usec slot boundaries (a systematic one-slot shift below 8 usec, seen in
-repeated runs): for perf, the slots below 8 usec are compared as one slot.
+Short waits are compared as one slot (below 32 usec): perf prints msec with 3 decimals (1 usec
+resolution), and perf's timestamps come from its own trace event while ours come from the BPF
+program's callback on the same tracepoint, with perf's recording work in between; in CI runs this
+put our short waits one log2 slot (about 8 usec) below perf's while the counts matched to 0.1% and
+the millisecond slots matched slot for slot. The strict slot-by-slot comparison is the runqlat one
+in the VM, where both sides are BPF programs on matching headers.
 """
 
 from __future__ import annotations
@@ -52,16 +55,16 @@ def fs():
     return CgroupFs(SysRoot("/"))
 
 
-PERF_FINE_SLOTS = 4  # slots 0..3 hold 0..7 usec: below perf's resolution for log2 slots
+PERF_FINE_SLOTS = 6  # slots 0..5 hold 0..31 usec: see the module docstring
 
 
-def _below_8_usec_as_one(h):
-    return (0, 0, 0, sum(h[:PERF_FINE_SLOTS]), *h[PERF_FINE_SLOTS:])
+def _below_32_usec_as_one(h):
+    return (*([0] * (PERF_FINE_SLOTS - 1)), sum(h[:PERF_FINE_SLOTS]), *h[PERF_FINE_SLOTS:])
 
 
 def test_wakeup_latency_agrees_with_perf_sched_timehist(fs, tmp_path):
     ours, theirs = against_perf_timehist(fs, str(tmp_path / "perf.data"))
-    assert_agree(_below_8_usec_as_one(ours), _below_8_usec_as_one(theirs), "perf sched timehist sch delay")
+    assert_agree(_below_32_usec_as_one(ours), _below_32_usec_as_one(theirs), "perf sched timehist sch delay")
 
 
 def test_runq_latency_agrees_with_runqlat_bpfcc(fs):
