@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from collections.abc import Sequence
 from dataclasses import asdict
 
-from aios_host import __version__, cli_job, cli_policy, cli_probe, log
-from aios_host.errors import AiosError
+from aios_host import __version__, cli_base, cli_job, cli_policy, cli_probe
 from aios_host.kernel.cgroup import CgroupFs, sample
 from aios_host.kernel.features import Features, Status, detect_features
 from aios_host.kernel.inventory import read_inventory
@@ -87,15 +85,7 @@ def cmd_snapshot(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="aios-host", description=__doc__)
-    p.add_argument("--version", action="version", version=f"aios-host {__version__}")
-    p.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"])
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--root", default="/", help="kernel root to act on (default /)")
-    common.add_argument("--json", action="store_true", help="machine-readable output")
-    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
+def _add_host_commands(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
     d = sub.add_parser("doctor", parents=[common], help="what this host can do, and what is missing")
     d.set_defaults(func=cmd_doctor)
 
@@ -104,22 +94,15 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--depth", type=int, default=None, help="maximum depth below --cgroup")
     s.set_defaults(func=cmd_snapshot)
 
-    cli_policy.add_parsers(sub, common)
-    cli_probe.add_parsers(sub, common)
-    cli_job.add_parsers(sub, common)
+
+def build_parser() -> argparse.ArgumentParser:
+    p = cli_base.build_parser(
+        _add_host_commands, cli_policy.add_parsers, cli_probe.add_parsers, cli_job.add_parsers,
+        description=__doc__,
+    )
+    p.add_argument("--version", action="version", version=f"aios-host {__version__}")
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    log.configure(args.log_level)
-    try:
-        return int(args.func(args))
-    except AiosError as err:
-        print(f"aios-host: error: {err}", file=sys.stderr)
-        return err.exit_code
-    except BrokenPipeError:
-        return 0
-    except KeyboardInterrupt:
-        return 130
+    return cli_base.run(build_parser().parse_args(argv))

@@ -21,6 +21,7 @@ from typing import Any
 
 from aios_host.errors import AiosError
 from aios_host.kernel.root import SysRoot
+from aios_host.output import print_json
 from aios_host.table import render
 
 # spec key -> (flag, type). The flags are the spec's keys: a TOML key `x_y` is `--x-y`.
@@ -28,11 +29,6 @@ _FLAG_KEYS = ("name", "nproc", "backend", "cls", "policy", "workdir", "heartbeat
               "stop_grace", "hosts", "node_rank", "rdzv_port", "master_addr", "cpu_affinity", "launcher",
               "label", "module", "python")
 _RESTART_KEYS = ("max_restarts", "backoff", "backoff_max", "jitter")
-
-
-def _out_json(obj: Any) -> None:
-    json.dump(obj, sys.stdout, indent=2, sort_keys=True, default=str)
-    sys.stdout.write("\n")
 
 
 def _echo(text: str) -> None:
@@ -140,7 +136,7 @@ def _detach(args: argparse.Namespace, spec: Any, spec_file: str | None, root: Sy
         if st is not None and st.supervisor_pid == child.pid and st.started_unix != before and \
                 st.status != "starting":
             if args.json:
-                _out_json({"job": probe.key, "supervisor_pid": child.pid, "status": st.status,
+                print_json({"job": probe.key, "supervisor_pid": child.pid, "status": st.status,
                            "master_port": st.master_port, "log": str(sup_log)})
             else:
                 print(f"job {probe.key}: supervisor pid {child.pid}, {st.world_size} ranks ({st.status}); "
@@ -175,7 +171,7 @@ def cmd_ls(args: argparse.Namespace) -> int:
         with contextlib.suppress(AiosError):
             states.append(store.load(k))
     if args.json:
-        _out_json({"jobs": [{**s.to_dict(), "status": _status(store, s)} for s in states]})
+        print_json({"jobs": [{**s.to_dict(), "status": _status(store, s)} for s in states]})
         return 0
     if not states:
         print("no jobs")
@@ -193,7 +189,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     store = JobStore(SysRoot(args.root))
     states = store.find(args.name)
     if args.json:
-        _out_json({"instances": [{**s.to_dict(), "status": _status(store, s)} for s in states]})
+        print_json({"instances": [{**s.to_dict(), "status": _status(store, s)} for s in states]})
         return 0
     for s in states:
         print(f"job {s.key}: {_status(store, s)}, {s.world_size} ranks ({s.nproc} on node {s.node_rank} of "
@@ -280,7 +276,7 @@ def cmd_stop(args: argparse.Namespace) -> int:
         st = store.load(st.key)
         results.append((st.key, st.status, st.exit_code))
     if args.json:
-        _out_json({"stopped": [{"job": k, "status": s, "exit_code": c} for k, s, c in results]})
+        print_json({"stopped": [{"job": k, "status": s, "exit_code": c} for k, s, c in results]})
     else:
         for k, s, c in results:
             print(f"job {k}: {s}" + (f" (exit {c})" if c is not None else ""))
@@ -399,7 +395,7 @@ def cmd_bench_allreduce(args: argparse.Namespace) -> int:
         except (OSError, ValueError):
             return rc or 1
         if args.json:
-            _out_json(res)
+            print_json(res)
         else:
             print(render(res))
         return rc
@@ -498,30 +494,15 @@ def add_parsers(sub: argparse._SubParsersAction, common: argparse.ArgumentParser
 def build_parser() -> argparse.ArgumentParser:
     """A parser with only `job` and `bench`, the same flags as in aios-host's: lets the detached
     supervisor (and tests) run without the rest of the CLI."""
-    p = argparse.ArgumentParser(prog="aios-host")
-    p.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"])
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--root", default="/", help="kernel root to act on (default /)")
-    common.add_argument("--json", action="store_true", help="machine-readable output")
-    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    add_parsers(sub, common)
-    return p
+    from aios_host import cli_base
+
+    return cli_base.build_parser(add_parsers)
 
 
 def main(argv: list[str] | None = None) -> int:
-    from aios_host import log
+    from aios_host import cli_base
 
-    args = build_parser().parse_args(argv)
-    log.configure(args.log_level)
-    try:
-        return int(args.func(args))
-    except AiosError as err:
-        print(f"aios-host: error: {err}", file=sys.stderr)
-        return err.exit_code
-    except BrokenPipeError:
-        return 0
-    except KeyboardInterrupt:
-        return 130
+    return cli_base.run(build_parser().parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -7,7 +7,6 @@ debugging) `python -m aios_host.cli_probe ACTION ...` runs the same commands.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -17,15 +16,11 @@ from typing import Any
 
 from aios_host.errors import AiosError
 from aios_host.kernel.root import SysRoot
+from aios_host.output import print_json
 from aios_host.table import render
 
 # bcc and the probe modules are imported by the commands, so that `aios-host --help` and the
 # other commands start without them.
-
-
-def _out_json(obj: Any) -> None:
-    json.dump(obj, sys.stdout, indent=2, sort_keys=True, default=str)
-    sys.stdout.write("\n")
 
 
 def _options(args: argparse.Namespace) -> Any:
@@ -67,7 +62,7 @@ def cmd_list(args: argparse.Namespace) -> int:
         rows = [(s.name if i == 0 else "", t, "?", st if i == 0 else "", why if i == 0 else "")
                 for s, st, why in statuses for i, t in enumerate(s.tracepoints)]
         if args.json:
-            _out_json({"probes": [{"name": s.name, "status": st, "detail": why,
+            print_json({"probes": [{"name": s.name, "status": st, "detail": why,
                                    "tracepoints": list(s.tracepoints)} for s, st, why in statuses]})
         else:
             print(render(["probe", "tracepoint", "attach", "status", "detail"], rows))
@@ -75,7 +70,7 @@ def cmd_list(args: argparse.Namespace) -> int:
     choice = choose_attach(opts.attach, facts.headers, facts.release, facts.btf_raw)
     statuses = probe_statuses(facts, choice, opts.probes)
     if args.json:
-        _out_json({
+        print_json({
             "attach": choice.method, "reason": choice.reason, "kernel": facts.release,
             "headers": facts.headers, "tracefs": facts.tracefs,
             "probes": [{"name": s.name, "measures": s.measures, "status": s.status, "detail": s.detail,
@@ -126,7 +121,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         snap, events = measure(probes, fs, duration, subtree=args.cgroup or "", on_event=show, index=index)
     rows_src = [c for c in snap.cgroups if args.all or c.active]
     if args.json:
-        _out_json({
+        print_json({
             "attach": snap.attach, "interval_s": snap.interval_s, "lost_events": snap.lost_events,
             "drops": dict(snap.drops or {}), "startup_s": probes.startup_s,
             "cgroups": [asdict(c) for c in rows_src], "events": [asdict(e) for e in events],
@@ -169,7 +164,7 @@ def cmd_stats(args: argparse.Namespace) -> int:
     rows = overhead(before, after, interval, os.cpu_count() or 1)
     total_cpu = sum(r.cpu_pct for r in rows)
     if args.json:
-        _out_json({"interval_s": interval, "bpf_stats_enabled_before": old, "programs": [asdict(r) for r in rows],
+        print_json({"interval_s": interval, "bpf_stats_enabled_before": old, "programs": [asdict(r) for r in rows],
                    "total_cpu_pct": total_cpu, "total_host_cpu_pct": total_cpu / (os.cpu_count() or 1)})
         return 0
     table = [(r.probe, r.program, f"{r.runs_per_s:.0f}", _fmt(r.ns_per_run), f"{r.cpu_pct:.3f}",
@@ -208,35 +203,20 @@ def add_parsers(sub: argparse._SubParsersAction, common: argparse.ArgumentParser
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="aios-host")
-    parser.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"])
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--root", default="/", help="kernel root to act on (default /)")
-    common.add_argument("--json", action="store_true", help="machine-readable output")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    add_parsers(sub, common)
-    return parser
+    from aios_host import cli_base
+
+    return cli_base.build_parser(add_parsers)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """`python -m aios_host.cli_probe ACTION ...` == `aios-host probe ACTION ...`."""
-    from aios_host import log
+    from aios_host import cli_base
 
     argv = list(sys.argv[1:] if argv is None else argv)
     if "probe" not in argv:
         at = next((i for i, a in enumerate(argv) if a in ("list", "run", "stats")), len(argv))
         argv.insert(at, "probe")
-    args = build_parser().parse_args(argv)
-    log.configure(args.log_level)
-    try:
-        return int(args.func(args))
-    except AiosError as err:
-        print(f"aios-host: error: {err}", file=sys.stderr)
-        return err.exit_code
-    except BrokenPipeError:
-        return 0
-    except KeyboardInterrupt:
-        return 130
+    return cli_base.run(build_parser().parse_args(argv))
 
 
 if __name__ == "__main__":

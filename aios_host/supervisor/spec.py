@@ -24,7 +24,6 @@ from __future__ import annotations
 import difflib
 import re
 import shlex
-import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -39,6 +38,7 @@ from pydantic import (
 )
 
 from aios_host.errors import AiosError
+from aios_host.tomlfile import read_toml
 
 
 class JobSpecError(AiosError):
@@ -299,19 +299,7 @@ def spec_from_dict(data: dict[str, Any], source: str, flags: bool = False) -> Jo
 
 
 def read_spec_file(path: str | Path) -> dict[str, Any]:
-    p = Path(path)
-    try:
-        text = p.read_bytes().decode("utf-8")
-    except FileNotFoundError:
-        raise JobSpecError(f"{p}: no such job spec file") from None
-    except UnicodeDecodeError as exc:
-        raise JobSpecError(f"{p}: not UTF-8 text (byte {exc.start})") from None
-    except OSError as exc:
-        raise JobSpecError(f"{p}: cannot read ({exc.strerror})") from None
-    try:
-        return tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise JobSpecError(f"{p}: invalid TOML: {exc}") from None
+    return read_toml(Path(path), JobSpecError, "job spec file")
 
 
 def load_spec(path: str | Path, overrides: dict[str, Any] | None = None) -> JobSpec:

@@ -26,8 +26,15 @@ def _skip_reason() -> str | None:
         fs = CgroupFs(SysRoot("/"))
         if not fs.cgroup("").children() and not Path(fs.mount, "cgroup.procs").exists():
             return f"no usable cgroup2 at {fs.mount}"
-        probe = Path(fs.mount)
-        if not any((probe / c / "cgroup.kill").exists() for c in os.listdir(probe) if (probe / c).is_dir()):
+        # The root cgroup never has cgroup.kill, and a fresh host may have no child to look at:
+        # make a throw-away one.
+        probe = Path(fs.mount) / f"aios-killprobe-{os.getpid()}"
+        probe.mkdir(exist_ok=True)
+        try:
+            has_kill = (probe / "cgroup.kill").exists()
+        finally:
+            probe.rmdir()
+        if not has_kill:
             return "no cgroup.kill (kernel < 5.14)"
     except Exception as exc:  # noqa: BLE001 - any reason not to run is a skip reason
         return f"no cgroup v2: {exc}"
