@@ -152,10 +152,13 @@ def first_failure(causes: list[Cause]) -> Cause | None:
 
 def root_cause(failures: list[Cause]) -> Cause:
     """Of several ranks found failed at once, the likeliest root cause: an OOM kill or a signal
-    nobody in the gang sent, then an exit code other than 1, then exit 1 (what a rank whose peer
-    vanished in the middle of a collective exits with: an uncaught RuntimeError from gloo/NCCL).
-    Ties go to the first observed. The others are named in the detail."""
+    nobody in the gang sent, then an exit code other than 1, then exit 1 or SIGABRT (what a rank
+    whose peer vanished in the middle of a collective ends with: an uncaught RuntimeError from
+    gloo/NCCL, or std::terminate when gloo's I/O thread throws). Ties go to the first observed.
+    The others are named in the detail."""
     def rank_of(c: Cause) -> int:
+        if c.kind is CauseKind.SIGNAL and c.code == signal.SIGABRT:
+            return 2
         if c.kind in (CauseKind.OOM, CauseKind.SIGNAL, CauseKind.LAUNCH, CauseKind.HANG):
             return 0
         if c.kind is CauseKind.EXIT and c.code != 1:

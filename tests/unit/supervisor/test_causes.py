@@ -62,3 +62,12 @@ def test_root_cause_prefers_the_rank_that_broke_the_collective() -> None:
     assert root_cause([culprit, killed]).rank == 2
     assert root_cause([Cause(CauseKind.OOM, 3, 9), killed]).rank == 3  # the first of equals
     assert root_cause([culprit]) == culprit
+
+
+def test_root_cause_takes_sigabrt_for_collateral() -> None:
+    # gloo's I/O thread throws when the peer's socket closes -> std::terminate -> SIGABRT.
+    aborted = Cause(CauseKind.SIGNAL, 0, 6)
+    culprit = Cause(CauseKind.EXIT, 1, 3)
+    c = root_cause([aborted, culprit])
+    assert c.rank == 1 and c.code == 3 and c.detail == "also: rank 0 was killed by SIGABRT"
+    assert root_cause([aborted, Cause(CauseKind.SIGNAL, 2, 9)]).rank == 2
