@@ -106,7 +106,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"rank {rank}: injected failure at step {step} ({a.fail_code})", flush=True)
             if a.fail_code == "kill":
                 os.kill(os.getpid(), signal.SIGKILL)
-            sys.exit(int(a.fail_code))
+            # os._exit, not sys.exit: interpreter shutdown with a live gloo process group can end
+            # in std::terminate (SIGABRT) instead of the status we were asked to inject.
+            sys.stderr.flush()
+            os._exit(int(a.fail_code))
         if faults and rank == a.hang_rank and step == a.hang_step:
             print(f"rank {rank}: injected hang at step {step}", flush=True)
             while True:
