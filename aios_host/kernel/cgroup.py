@@ -77,6 +77,11 @@ class Cgroup:
     def read_optional(self, name: str) -> str | None:
         return self.fs.root.read_optional(self.file(name))
 
+    def read_attrs(self, names: list[str]) -> dict[str, str | None]:
+        """Several control files at once (one read(2) each); None where absent. Not for
+        cgroup.procs / cgroup.threads, which are multi-record."""
+        return self.fs.root.read_attrs(self.kernel_path, names)
+
     def write(self, name: str, value: str) -> None:
         self.fs.root.write_text(self.file(name), value)
 

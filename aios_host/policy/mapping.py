@@ -32,6 +32,12 @@ def _bytes(q: Quantity | None, cap: float) -> int | None:
     return None if q is None else round_to_page(q.resolve(cap))
 
 
+def _protection(mem_min: Quantity | None, mem_low: Quantity | None, cap: float) -> float:
+    """memory a class is promised: the larger of its min and low."""
+    lo = mem_min.resolve(cap) if mem_min is not None else 0.0
+    return max(lo, mem_low.resolve(cap)) if mem_low is not None else lo
+
+
 def desired_state(
     policy: Policy,
     targets: dict[str, ClassTarget],
@@ -44,13 +50,10 @@ def desired_state(
     total_cpu = sum(alloc.amounts[c.name]["cpu"] for c in policy.classes) or 1.0
     mean_cpu = total_cpu / max(1, len(policy.classes))
     exclusive_cpus = sorted({c for cpus in cores.cpus.values() for c in cpus})
-    shared_cpus = [c.id for c in inv.cpus if c.id not in set(exclusive_cpus)]
+    exclusive_set = set(exclusive_cpus)
+    shared_cpus = [c.id for c in inv.cpus if c.id not in exclusive_set]
     all_nodes = sorted(inv.numa_nodes)
-    protection = {
-        c.name: max((q.resolve(mem_capacity) for q in (c.memory.min, c.memory.low) if q is not None),
-                    default=0.0)
-        for c in policy.classes
-    }
+    protection = {c.name: _protection(c.memory.min, c.memory.low, mem_capacity) for c in policy.classes}
     total_protection = sum(protection.values())
     out: list[DesiredCgroup] = []
     for spec in policy.classes:
@@ -58,8 +61,9 @@ def desired_state(
         n = max(1, len(t.cgroups))  # several matched cgroups share the class allocation equally
         a = alloc.amounts[spec.name]
         files: dict[str, tuple[str, str]] = {}
-        weight = max(1, min(10000, round(100 * a["cpu"] / mean_cpu))) if mean_cpu > 0 else 100
-        files["cpu.weight"] = (str(weight), f"allocated {a['cpu']:.2f} cores ({weight / 100:.2f}x the mean)")
+        cpu = a["cpu"]
+        weight = max(1, min(10000, round(100 * cpu / mean_cpu))) if mean_cpu > 0 else 100
+        files["cpu.weight"] = (str(weight), f"allocated {cpu:.2f} cores ({weight / 100:.2f}x the mean)")
         if spec.cpu.max is not None:
             quota = max(1000, round(spec.cpu.max.resolve(cpu_capacity) / n * CPU_PERIOD_USEC))
             cores_max = spec.cpu.max.resolve(cpu_capacity) / n
@@ -92,9 +96,11 @@ def desired_state(
             files["memory.high"] = (str(_bytes(mem.high, mem_capacity) // n // 4096 * 4096), f"high {mem.high}")
         if mem_max is not None:
             files["memory.max"] = (str(mem_max // n // 4096 * 4096), f"max {mem.max}")
-        io_weight = spec.io.weight or spec.weight
-        files["io.weight"] = (f"default {io_weight}", "io.weight" if spec.io.weight else "class weight")
-        for dev, lim in sorted(spec.io.max.items()):
+        if spec.io.weight:
+            files["io.weight"] = (f"default {spec.io.weight}", "io.weight")
+        else:
+            files["io.weight"] = (f"default {spec.weight}", "class weight")
+        for dev, lim in sorted(spec.io.max.items()) if spec.io.max else ():
             limits: dict[str, fmt.Limit] = {
                 "rbps": int(lim.rbps.value) if lim.rbps else fmt.MAX,
                 "wbps": int(lim.wbps.value) if lim.wbps else fmt.MAX,

@@ -12,6 +12,7 @@ Order (each rule is a kernel requirement or a way to never pass through a worse 
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
@@ -70,13 +71,16 @@ class DesiredCgroup:
     cls: str = ""
 
 
+_CONTROLLERS = frozenset(("cpu", "cpuset", "memory", "io", "pids"))
+
+
 def controller_of(file: str) -> str | None:
-    head = file.split(".", 1)[0]
-    return head if head in ("cpu", "cpuset", "memory", "io", "pids") else None
+    head = file.partition(".")[0]
+    return head if head in _CONTROLLERS else None
 
 
 def _normalize(file: str, text: str) -> object:
-    """What a file says, in a form where "max 100000" == "max 100000\\n" and 4G == 4294967296."""
+    """What a file says, in a form where "max  100000" == "max 100000" and "0-3" == "0,1,2,3"."""
     if file == "cpu.max":
         return fmt.parse_cpu_max(text)
     if file in ("cpuset.cpus", "cpuset.mems"):
@@ -96,54 +100,107 @@ def _limit_num(v: object) -> float:
     return math.inf if v == fmt.MAX else float(v)  # type: ignore[arg-type]
 
 
-def _file_writes(fs: CgroupFs, d: DesiredCgroup, exists: bool, available: set[str]) -> list[Write]:
-    cg = Cgroup(fs, d.rel)
-    out: list[Write] = []
-    # keys are file names, or "io.max MAJ:MIN" (one io.max line per device)
-    def order(key: str) -> int:
-        f = key.split(" ", 1)[0]
-        return FILE_ORDER.index(f) if f in FILE_ORDER else len(FILE_ORDER)
+_FILE_RANK = {f: i for i, f in enumerate(FILE_ORDER)}
 
-    files = sorted(d.files, key=order)
-    # memory.high vs memory.max: shrink -> high first; grow -> max first.
-    if "memory.high" in files and "memory.max" in files and exists:
-        old_max = cg.read_optional("memory.max")
-        new_max = _limit_num(fmt.parse_limit(d.files["memory.max"][0]))
-        if old_max is not None and new_max > _limit_num(fmt.parse_limit(old_max)):
-            i, j = files.index("memory.high"), files.index("memory.max")
-            files[i], files[j] = files[j], files[i]
-    for key in files:
-        value, reason = d.files[key]
-        file = key.split(" ", 1)[0]
-        ctrl = controller_of(file)
-        ok = ctrl is None or ctrl in available
-        if file in ("cpuset.cpus", "cpuset.mems") and not fmt.parse_cpu_list(value):
-            raise PlanError(f"{cg.file(file)}: refusing to write an empty cpuset ({reason})")
-        old_text = cg.read_optional(file) if exists else None
-        if file == "io.max":
-            dev = value.split()[0]
-            old_dev = _io_lines(old_text).get(dev, {}) if old_text is not None else None
-            new_dev = fmt.parse_io_max(value)[dev]
-            if old_dev is not None and all(old_dev.get(k, "max") == new_dev.get(k, "max")
-                                           for k in fmt.IO_MAX_KEYS):
-                continue
-            restore = None if old_dev is None else fmt.format_io_max_line(
-                dev, {k: old_dev.get(k, fmt.MAX) for k in fmt.IO_MAX_KEYS})
-            out.append(Write("write", cg.file(file), restore, value, reason, ctrl, ok))
-            continue
-        if old_text is not None and _normalize(file, old_text) == _normalize(file, value):
-            continue
-        if file == "cpu.weight" and old_text is not None and old_text.strip().isdigit():
+
+def _order(key: str) -> int:
+    # keys are file names, or "io.max MAJ:MIN" (one io.max line per device)
+    return _FILE_RANK.get(key.partition(" ")[0], len(FILE_ORDER))
+
+
+def _same(file: str, old_s: str, value: str) -> bool:
+    """Whether the file's current text (stripped) already says `value`."""
+    if old_s == value:  # the kernel prints what we write in the form we write it: the usual case
+        return True
+    if old_s.isdigit():
+        if file == "cpu.weight":
             # Deadband: cpu.weight follows measured usage; moving it for a few percent of noise
             # would make every apply (and every daemon tick) rewrite it.
-            old_w = int(old_text)
-            if abs(int(value) - old_w) <= CPU_WEIGHT_DEADBAND * old_w:
-                continue
-        if file == "io.weight" and old_text is not None:
-            restore: str | None = f"default {fmt.parse_io_weight(old_text).get('default', 100)}"
-        else:
-            restore = None if old_text is None else old_text.strip()
-        out.append(Write("write", cg.file(file), restore, value, reason, ctrl, ok))
+            old_w = int(old_s)
+            return abs(int(value) - old_w) <= CPU_WEIGHT_DEADBAND * old_w
+        if value.isdigit():  # two numbers in the kernel's form (no sign, no leading zeros)
+            return int(old_s) == int(value)
+    elif file == "io.weight" and "\n" not in old_s and old_s.startswith("default "):
+        return old_s.split() == value.split()
+    return _normalize(file, old_s) == _normalize(file, value)
+
+
+def _restore(file: str, old_s: str) -> str:
+    """What to write to put back `old_s`: io.weight's per-device lines cannot be written back
+    together with its default, so only the default is restored (as the kernel documents)."""
+    if file == "io.weight" and (not old_s.startswith("default ") or "\n" in old_s):
+        return f"default {fmt.parse_io_weight(old_s).get('default', 100)}"
+    return old_s
+
+
+def _io_max_write(path: str, old_text: str | None, value: str, reason: str, ctrl: str | None,
+                  ok: bool) -> Write | None:
+    """io.max holds one line per device: compare and restore just the device we set."""
+    dev = value.split()[0]
+    old_dev = _io_lines(old_text).get(dev, {}) if old_text is not None else None
+    new_dev = fmt.parse_io_max(value)[dev]
+    if old_dev is not None and all(old_dev.get(k, "max") == new_dev.get(k, "max") for k in fmt.IO_MAX_KEYS):
+        return None
+    restore = None if old_dev is None else fmt.format_io_max_line(
+        dev, {k: old_dev.get(k, fmt.MAX) for k in fmt.IO_MAX_KEYS})
+    return Write("write", path, restore, value, reason, ctrl, ok)
+
+
+@dataclass(frozen=True)
+class _Layout:
+    """What only depends on which files a class sets: computed once per distinct set of keys."""
+    keys: tuple[str, ...]  # in FILE_ORDER
+    names: tuple[str, ...]  # the file of each key
+    controller_of: tuple[str | None, ...]  # the controller of each key's file
+    reads: list[str]  # each file once (an io.max with several devices is read once)
+    controllers: tuple[str, ...]  # to enable in the ancestors, top-down order
+
+
+@functools.lru_cache(maxsize=256)
+def _layout_of(keys_as_given: tuple[str, ...]) -> _Layout:
+    keys = tuple(sorted(keys_as_given, key=_order))
+    names = tuple(k.partition(" ")[0] for k in keys)
+    ctrls = tuple(controller_of(n) for n in names)
+    return _Layout(keys, names, ctrls, list(dict.fromkeys(names)),
+                   tuple(c for c in ("cpuset", "cpu", "io", "memory") if c in ctrls))
+
+
+def _layout(files: Mapping[str, object]) -> _Layout:
+    return _layout_of(tuple(files))
+
+
+def _file_writes(cg: Cgroup, d: DesiredCgroup, layout: _Layout, exists: bool, available: set[str]) -> list[Write]:
+    files = d.files
+    keys, names = layout.keys, layout.names
+    current = cg.read_attrs(layout.reads) if exists else {}
+    # memory.high vs memory.max: shrink -> high first; grow -> max first.
+    if "memory.high" in files and "memory.max" in files and exists:
+        old_max = current.get("memory.max")
+        new_max = _limit_num(fmt.parse_limit(files["memory.max"][0]))
+        if old_max is not None and new_max > _limit_num(fmt.parse_limit(old_max)):
+            i, j = keys.index("memory.high"), keys.index("memory.max")
+            keys, names = list(keys), list(names)
+            keys[i], keys[j] = keys[j], keys[i]
+            names[i], names[j] = names[j], names[i]
+    base = cg.kernel_path + "/"
+    out: list[Write] = []
+    for key, file, ctrl in zip(keys, names, layout.controller_of, strict=True):
+        value, reason = files[key]
+        ok = ctrl is None or ctrl in available
+        old_text = current.get(file)
+        if file == "io.max":
+            w = _io_max_write(base + file, old_text, value, reason, ctrl, ok)
+            if w is not None:
+                out.append(w)
+            continue
+        if file in ("cpuset.cpus", "cpuset.mems") and not fmt.parse_cpu_list(value):
+            raise PlanError(f"{base}{file}: refusing to write an empty cpuset ({reason})")
+        if old_text is None:
+            out.append(Write("write", base + file, None, value, reason, ctrl, ok))
+            continue
+        old_s = old_text.strip()
+        if not _same(file, old_s, value):
+            out.append(Write("write", base + file, _restore(file, old_s), value, reason, ctrl, ok))
     return out
 
 
@@ -156,12 +213,17 @@ def make_plan(fs: CgroupFs, desired: list[DesiredCgroup]) -> Plan:
     moves: list[Write] = []
     will_exist: set[str] = set()
     enabled_now: dict[str, set[str]] = {}
-    exists_now: dict[str, bool] = {}
+
+    children: dict[str, set[str]] = {}
 
     def exists(rel: str) -> bool:
-        if rel not in exists_now:
-            exists_now[rel] = fs.exists(rel)
-        return exists_now[rel]
+        # From one listing of the parent, not one stat per class cgroup.
+        if not rel:
+            return True
+        parent, _, name = rel.rpartition("/")
+        if parent not in children:
+            children[parent] = set(fs.root.subdirs(Cgroup(fs, parent).kernel_path)) if exists(parent) else set()
+        return name in children[parent]
 
     def subtree(rel: str) -> set[str]:
         if rel not in enabled_now:
@@ -170,9 +232,11 @@ def make_plan(fs: CgroupFs, desired: list[DesiredCgroup]) -> Plan:
             enabled_now[rel] = set(fmt.parse_words(text or ""))
         return enabled_now[rel]
 
+    enabled_for: set[tuple[str, tuple[str, ...]]] = set()  # (parent, controllers) already handled
     for d in desired:
         parts = d.rel.split("/")
-        for i in range(1, len(parts) + 1):
+        present = exists(d.rel)
+        for i in range(1, len(parts) + 1 if not present else 1):
             rel = "/".join(parts[:i])
             if not exists(rel) and rel not in will_exist:
                 if not d.create:
@@ -180,20 +244,20 @@ def make_plan(fs: CgroupFs, desired: list[DesiredCgroup]) -> Plan:
                 will_exist.add(rel)
                 mkdirs.append(Write("mkdir", Cgroup(fs, rel).kernel_path, None, "",
                                     f"class {d.cls}: class cgroup"))
-        used = {controller_of(k.partition(" ")[0]) for k in d.files}
-        needed = [c for c in ("cpuset", "cpu", "io", "memory") if c in used]
-        ancestors = [""] + ["/".join(parts[:i]) for i in range(1, len(parts))]
-        for rel in ancestors:
-            for ctrl in needed:
-                if ctrl in subtree(rel):
-                    continue
-                subtree(rel).add(ctrl)
-                enables.append(Write(
-                    "enable", Cgroup(fs, rel).file("cgroup.subtree_control"), f"-{ctrl}",
-                    f"+{ctrl}", f"class {d.cls}: {ctrl} controller for /{d.rel}", ctrl,
-                    ctrl in available))
-        writes.extend(_file_writes(fs, d, exists(d.rel), available))
+        layout = _layout(d.files)
+        if (parent := d.rel.rpartition("/")[0], layout.controllers) not in enabled_for:
+            enabled_for.add((parent, layout.controllers))
+            for rel in [""] + ["/".join(parts[:i]) for i in range(1, len(parts))]:
+                for ctrl in layout.controllers:
+                    if ctrl in subtree(rel):
+                        continue
+                    subtree(rel).add(ctrl)
+                    enables.append(Write(
+                        "enable", Cgroup(fs, rel).file("cgroup.subtree_control"), f"-{ctrl}",
+                        f"+{ctrl}", f"class {d.cls}: {ctrl} controller for /{d.rel}", ctrl,
+                        ctrl in available))
         cg = Cgroup(fs, d.rel)
+        writes.extend(_file_writes(cg, d, layout, present, available))
         for pid in d.move_pids:
             try:
                 src = fs.cgroup_of_pid(pid)

@@ -68,3 +68,20 @@ def test_mkdir_needs_parent_and_rmdir(tmp_path):
     assert r.is_dir("/a")
     r.rmdir("/a")
     assert not r.exists("/a")
+
+
+def test_read_attrs_reads_each_file_absent_is_none_and_big_ones_whole(tmp_path):
+    r = SysRoot(tmp_path)
+    put(tmp_path, "/sys/fs/cgroup/a/cpu.weight", "100\n")
+    big = "".join(f"{i:08d}\n" for i in range(10_000))  # 90 KB: more than one 64 KiB read
+    put(tmp_path, "/sys/fs/cgroup/a/memory.stat", big)
+    got = r.read_attrs("/sys/fs/cgroup/a", ["cpu.weight", "memory.max", "memory.stat"])
+    assert got == {"cpu.weight": "100\n", "memory.max": None, "memory.stat": big}
+
+
+def test_read_attrs_error_names_the_file(tmp_path):
+    r = SysRoot(tmp_path)
+    (tmp_path / "sys/fs/cgroup/a/cpu.weight").mkdir(parents=True)  # EISDIR on read
+    with pytest.raises(KernelError) as exc:
+        r.read_attrs("/sys/fs/cgroup/a", ["cpu.weight"])
+    assert exc.value.path == str(tmp_path / "sys/fs/cgroup/a/cpu.weight")
