@@ -29,6 +29,13 @@ FUNC, FUNC_PROTO, VAR, DATASEC, FLOAT, DECL_TAG, TYPE_TAG, ENUM64 = range(12, 20
 _MODIFIERS = (TYPEDEF, VOLATILE, CONST, RESTRICT, TYPE_TAG)
 
 
+# bytes after the 12-byte btf_type record: fixed per kind, plus per vlen item (Documentation/bpf/btf.rst)
+_FIXED_EXTRA = {INT: 4, VAR: 4, DECL_TAG: 4, ARRAY: 12, **{k: 0 for k in (
+    STRUCT, UNION, ENUM, FUNC_PROTO, DATASEC, ENUM64, PTR, FWD, TYPEDEF, VOLATILE, CONST, RESTRICT, FUNC,
+    FLOAT, TYPE_TAG)}}
+_PER_MEMBER = {STRUCT: 12, UNION: 12, ENUM: 8, FUNC_PROTO: 8, DATASEC: 12, ENUM64: 12}
+
+
 class BtfError(Exception):
     """Not a BTF blob this reader understands, or the type/member asked for is not there."""
 
@@ -61,13 +68,22 @@ class Btf:
         if types_at + type_len > len(data) or strs_at + str_len > len(data):
             raise BtfError("BTF sections run past the end of the blob")
         self._strs = data[strs_at:strs_at + str_len]
-        self.types: list[BtfType | None] = [None]  # id 0: void
-        self._by_name: dict[tuple[int, str], int] = {}
-        self._parse(data, e, types_at, types_at + type_len)
+        self._data, self._e = data, e
+        # Indexed once (where each type's record starts, its kind and name), decoded on demand:
+        # the kernel's BTF has ~150k types and the loader needs a handful of them.
+        self._pos: list[int] = [0]  # id 0: void
+        self._kind: list[int] = [0]
+        self._name_off: list[int] = [0]
+        self._decoded: dict[int, BtfType] = {}
+        self._index(types_at, types_at + type_len)
 
     @classmethod
     def from_file(cls, path: str | Path) -> Btf:
         return cls(Path(path).read_bytes())
+
+    def __len__(self) -> int:
+        """Number of type ids, void (0) included."""
+        return len(self._pos)
 
     def _str(self, off: int) -> str:
         end = self._strs.find(b"\0", off)
@@ -75,65 +91,63 @@ class Btf:
             raise BtfError(f"string offset {off} is not terminated")
         return self._strs[off:end].decode("utf-8", "replace")
 
-    def _parse(self, data: bytes, e: str, pos: int, end: int) -> None:
-        hdr = struct.Struct(e + "III")
-        pair = struct.Struct(e + "II")
-        triple = struct.Struct(e + "III")
+    def _index(self, pos: int, end: int) -> None:
+        unpack = struct.Struct(self._e + "III").unpack_from
+        data, positions, kinds, names = self._data, self._pos, self._kind, self._name_off
         while pos < end:
-            name_off, info, size_or_type = hdr.unpack_from(data, pos)
-            pos += 12
+            name_off, info, _ = unpack(data, pos)
             kind = (info >> 24) & 0x1F
-            vlen = info & 0xFFFF
-            kind_flag = bool(info >> 31)
-            members: tuple[tuple[str, int, int], ...] = ()
-            params: tuple[tuple[str, int], ...] = ()
-            if kind in (INT, VAR, DECL_TAG):
-                pos += 4
-            elif kind == ARRAY:
-                pos += 12
-            elif kind in (STRUCT, UNION):
-                ms = []
-                for _ in range(vlen):
-                    m_name, m_type, m_off = triple.unpack_from(data, pos)
-                    pos += 12
-                    bit_off = m_off & 0xFFFFFF if kind_flag else m_off
-                    ms.append((self._str(m_name), m_type, bit_off))
-                members = tuple(ms)
-            elif kind == ENUM:
-                pos += 8 * vlen
-            elif kind == FUNC_PROTO:
-                ps = []
-                for _ in range(vlen):
-                    p_name, p_type = pair.unpack_from(data, pos)
-                    pos += 8
-                    ps.append((self._str(p_name), p_type))
-                params = tuple(ps)
-            elif kind in (DATASEC, ENUM64):
-                pos += 12 * vlen
-            elif kind in (PTR, FWD, TYPEDEF, VOLATILE, CONST, RESTRICT, FUNC, FLOAT, TYPE_TAG):
-                pass
-            else:
-                raise BtfError(f"unknown BTF kind {kind} at type id {len(self.types)}")
-            name = self._str(name_off)
-            tid = len(self.types)
-            self.types.append(BtfType(kind, name, size_or_type, kind_flag, members, params))
-            if name:
-                self._by_name.setdefault((kind, name), tid)
+            fixed = _FIXED_EXTRA.get(kind)
+            if fixed is None:
+                raise BtfError(f"unknown BTF kind {kind} at type id {len(positions)}")
+            positions.append(pos)
+            kinds.append(kind)
+            names.append(name_off)
+            pos += 12 + fixed + _PER_MEMBER.get(kind, 0) * (info & 0xFFFF)
         if pos != end:
             raise BtfError("type section does not end on a type boundary")
+
+    def _decode(self, tid: int) -> BtfType:
+        e, data, pos = self._e, self._data, self._pos[tid]
+        name_off, info, size_or_type = struct.unpack_from(e + "III", data, pos)
+        pos += 12
+        kind, vlen, kind_flag = (info >> 24) & 0x1F, info & 0xFFFF, bool(info >> 31)
+        members: tuple[tuple[str, int, int], ...] = ()
+        params: tuple[tuple[str, int], ...] = ()
+        if kind in (STRUCT, UNION):
+            ms = []
+            for m_name, m_type, m_off in struct.iter_unpack(e + "III", data[pos:pos + 12 * vlen]):
+                ms.append((self._str(m_name), m_type, m_off & 0xFFFFFF if kind_flag else m_off))
+            members = tuple(ms)
+        elif kind == FUNC_PROTO:
+            params = tuple((self._str(p_name), p_type)
+                           for p_name, p_type in struct.iter_unpack(e + "II", data[pos:pos + 8 * vlen]))
+        return BtfType(kind, self._str(name_off), size_or_type, kind_flag, members, params)
 
     # -- queries ---------------------------------------------------------------------------------
 
     def find(self, kind: int, name: str) -> int:
-        tid = self._by_name.get((kind, name))
-        if tid is None:
-            raise BtfError(f"no BTF type {name!r} of kind {kind}")
-        return tid
+        """The first type id of `kind` named `name`."""
+        key = b"\0" + name.encode() + b"\0"
+        at = self._strs.find(key)
+        while at >= 0:  # kernel BTF has each string once; a non-deduplicated blob may repeat it
+            off, tid = at + 1, 0
+            try:
+                while True:
+                    tid = self._name_off.index(off, tid + 1)
+                    if self._kind[tid] == kind:
+                        return tid
+            except ValueError:
+                pass
+            at = self._strs.find(key, at + 1)
+        raise BtfError(f"no BTF type {name!r} of kind {kind}")
 
     def get(self, tid: int) -> BtfType:
-        t = self.types[tid] if 0 < tid < len(self.types) else None
-        if t is None:
+        if not 0 < tid < len(self._pos):
             raise BtfError(f"no BTF type id {tid}")
+        t = self._decoded.get(tid)
+        if t is None:
+            t = self._decoded[tid] = self._decode(tid)
         return t
 
     def member_bit_offset(self, struct_name: str, member: str) -> int:

@@ -59,6 +59,10 @@ class LoadOptions:
     events: str = "auto"  # auto | ringbuf | perf
     probes: tuple[str, ...] = PROBE_NAMES
     runq_preempted: bool = True  # time preempted tasks back onto the CPU too, as runqlat does
+    # where run-queue waits come from: "run_delay" (the scheduler's own sched_info.run_delay, read
+    # at switch-out: sched_switch only), "timestamps" (wakeup -> switch-in, as runqlat), or "auto"
+    # (run_delay where raw programs run and the kernel's BTF gives its offset)
+    runq_from: str = "auto"
     max_cgroups: int = 4096
     max_hist: int = 16384
     max_tasks: int = 65536
@@ -142,6 +146,7 @@ class KernelFacts:
     oom_has_memory: bool = False
     # from the running kernel's BTF, read only where the headers do not match the kernel:
     task_exit_code_off: int | None = None  # byte offset of task_struct.exit_code
+    task_run_delay_off: int | None = None  # byte offset of task_struct.sched_info.run_delay (any headers)
     btf_raw: bool = False  # ...and the raw tracepoint prototypes are the ones the programs expect
     btf_note: str = ""  # why not, when BTF was looked at and found wanting
 
@@ -155,27 +160,40 @@ RAW_PROTOS: dict[str, tuple[str, ...]] = {
 }
 
 
-def read_btf_facts(root: SysRoot, exit_has_group_dead: bool) -> tuple[int | None, bool, str]:
-    """(task_struct.exit_code offset, raw prototypes as expected, note) from the running kernel's
-    BTF; (None, False, why) where there is none or it does not say what we need."""
+@dataclass(frozen=True)
+class BtfFacts:
+    exit_code_off: int | None = None  # task_struct.exit_code
+    run_delay_off: int | None = None  # task_struct.sched_info.run_delay (CONFIG_SCHED_INFO)
+    raw_ok: bool = False  # the raw tracepoint prototypes are the ones the programs expect
+    note: str = ""  # why not, where BTF was looked at and found wanting
+
+
+def read_btf_facts(root: SysRoot, exit_has_group_dead: bool) -> BtfFacts:
+    """The task_struct offsets and raw tracepoint prototypes the programs need, from the running
+    kernel's BTF; empty (with the reason) where there is none or it does not say."""
     from aios_host.probes import btf
 
     path = root.path(btf.VMLINUX_BTF)
     if not os.path.exists(path):
-        return None, False, f"no kernel BTF at {btf.VMLINUX_BTF}"
+        return BtfFacts(note=f"no kernel BTF at {btf.VMLINUX_BTF}")
     try:
         b = btf.Btf.from_file(path)
         off = b.member_offset("task_struct", "exit_code")
         protos = {name: tuple(b.raw_tracepoint_params(name)) for name in RAW_PROTOS}
     except (OSError, btf.BtfError) as exc:
-        return None, False, f"kernel BTF: {exc}"
+        return BtfFacts(note=f"kernel BTF: {exc}")
+    try:
+        run_delay: int | None = b.member_offset("task_struct", "sched_info") + b.member_offset(
+            "sched_info", "run_delay")
+    except btf.BtfError:
+        run_delay = None  # a kernel without CONFIG_SCHED_INFO: runq waits from timestamps
     expect = dict(RAW_PROTOS)
     if exit_has_group_dead:
         expect["sched_process_exit"] = ("struct task_struct *", "bool")
     bad = [f"{n}{protos[n]}" for n, want in expect.items() if protos[n] != want]
     if bad:
-        return off, False, "raw tracepoint prototypes differ: " + ", ".join(bad)
-    return off, True, ""
+        return BtfFacts(off, run_delay, False, "raw tracepoint prototypes differ: " + ", ".join(bad))
+    return BtfFacts(off, run_delay, True)
 
 
 def read_kernel_facts(root: SysRoot, headers: str | None = None) -> KernelFacts:
@@ -196,7 +214,7 @@ def read_kernel_facts(root: SysRoot, headers: str | None = None) -> KernelFacts:
     exit_fmt = tracefs.read_format(root, tfs, "sched:sched_process_exit")
     oom = tracefs.read_format(root, tfs, "oom:mark_victim")
     group_dead = bool(exit_fmt and exit_fmt.has("group_dead"))
-    exit_off, btf_raw, note = (None, False, "") if headers == "matching" else read_btf_facts(root, group_dead)
+    bf = read_btf_facts(root, group_dead)
     return KernelFacts(
         release=release,
         headers=headers,
@@ -205,10 +223,23 @@ def read_kernel_facts(root: SysRoot, headers: str | None = None) -> KernelFacts:
         switch_bits=tracefs.switch_state_bits(switch) if switch else tracefs.DEFAULT_SWITCH_BITS,
         exit_has_group_dead=group_dead,
         oom_has_memory=bool(oom and oom.has("anon_rss")),
-        task_exit_code_off=exit_off,
-        btf_raw=btf_raw,
-        btf_note=note,
+        # with matching headers exit_code is read through them; BTF still gives run_delay
+        task_exit_code_off=None if headers == "matching" else bf.exit_code_off,
+        task_run_delay_off=bf.run_delay_off if bf.raw_ok or headers == "matching" else None,
+        btf_raw=bf.raw_ok and headers != "matching",
+        btf_note="" if headers == "matching" else bf.note,
     )
+
+
+def runq_source(method: str, facts: KernelFacts, options: LoadOptions) -> str:
+    """Pure: "run_delay" or "timestamps" (see LoadOptions.runq_from)."""
+    possible = method == "raw" and facts.task_run_delay_off is not None
+    if options.runq_from == "run_delay" and not possible:
+        raise ProbeError("run-queue waits from sched_info.run_delay need raw tracepoints and the "
+                         "kernel's BTF with task_struct.sched_info (CONFIG_SCHED_INFO); use --runq-from auto")
+    if options.runq_from not in ("auto", "run_delay", "timestamps"):
+        raise AiosError(f"runq source {options.runq_from!r}: expected auto, run_delay or timestamps")
+    return "run_delay" if possible and options.runq_from != "timestamps" else "timestamps"
 
 
 def cflags_for(
@@ -236,6 +267,8 @@ def cflags_for(
             flags.append(f"-DTASK_REPORT_DEAD={facts.switch_bits.dead:#x}")
         if not options.runq_preempted:
             flags.append("-DRUNQ_WAKEUP_ONLY")
+        if runq_source(method, facts, options) == "run_delay":
+            flags.append(f"-DTASK_RUN_DELAY_OFF={facts.task_run_delay_off}")
     if spec.name == "proc" and facts.exit_has_group_dead:
         flags.append("-DEXIT_HAS_GROUP_DEAD")
     if spec.name == "proc" and facts.headers != "matching" and facts.task_exit_code_off is not None:
@@ -259,12 +292,16 @@ def task_fields_readable(facts: KernelFacts) -> bool:
     return facts.headers == "matching" or facts.task_exit_code_off is not None
 
 
-def probe_statuses(facts: KernelFacts, choice: AttachChoice, names: Sequence[str]) -> list[ProbeStatus]:
+def probe_statuses(
+    facts: KernelFacts, choice: AttachChoice, names: Sequence[str], options: LoadOptions | None = None
+) -> list[ProbeStatus]:
     """Pure: which probes can attach here, before loading anything."""
+    run_delay = runq_source(choice.method, facts, options or LoadOptions()) == "run_delay"
     out = []
     for name in names:
         spec = get_spec(name)
-        tps = spec.attached(choice.method == "raw", task_fields=task_fields_readable(facts))
+        tps = spec.attached(choice.method == "raw", task_fields=task_fields_readable(facts),
+                            run_delay=run_delay)
         missing = [t for t, _ in tps if t not in facts.available]
         if facts.tracefs is None:
             st, why = "unavailable", "tracefs not mounted"
@@ -368,9 +405,10 @@ class ProbeSet:
                  events=self.events_transport, kernel=facts.release, headers=facts.headers,
                  task_offsets=self.choice.task_offsets if self.choice.method == "raw" else None,
                  task_exit_code_off=facts.task_exit_code_off,
+                 runq_from=runq_source(self.choice.method, facts, self.options),
                  exit_codes="task_struct" if task_fields_readable(facts) else "syscall+signal tracepoints",
                  btf_note=facts.btf_note or None)
-        for st in probe_statuses(facts, self.choice, self.options.probes):
+        for st in probe_statuses(facts, self.choice, self.options.probes, self.options):
             if st.status != "ready":
                 self.statuses[st.name] = st
                 log.warning("probe_unavailable", probe=st.name, detail=st.detail)
@@ -448,6 +486,8 @@ class ProbeSet:
     def poll(self, timeout_ms: int = 0) -> list[structs.Event]:
         """Events that arrived since the last poll, waiting up to timeout_ms for the first."""
         with_events = [lp for lp in self.loaded.values() if lp.spec.events]
+        if not with_events and timeout_ms > 0 and not self._events:
+            time.sleep(timeout_ms / 1000)  # nothing to wait on: a caller's poll loop must not spin
         for i, lp in enumerate(with_events):
             wait = timeout_ms if i == 0 and not self._events else 0
             if self.events_transport == "perf":

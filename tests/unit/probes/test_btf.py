@@ -9,7 +9,7 @@ import pytest
 from aios_host.kernel.root import SysRoot
 from aios_host.probes import btf
 from aios_host.probes.btf import Btf, BtfError
-from aios_host.probes.loader import read_btf_facts
+from aios_host.probes.loader import BtfFacts, read_btf_facts
 from tests.unit.probes.btfblob import BtfBuilder, kernel_like
 
 
@@ -72,14 +72,16 @@ def _root_with(tmp_path, blob):
 
 
 def test_read_btf_facts(tmp_path):
-    assert read_btf_facts(_root_with(tmp_path / "a", kernel_like()), exit_has_group_dead=True) == (20, True, "")
-    off, ok, note = read_btf_facts(_root_with(tmp_path / "b", kernel_like(False)), exit_has_group_dead=True)
-    assert (off, ok) == (20, False) and "sched_process_exit" in note
-    off, ok, note = read_btf_facts(_root_with(tmp_path / "c", kernel_like(switch_state="long")), False)
-    assert (off, ok) == (20, False) and "sched_switch" in note
-    assert read_btf_facts(SysRoot(tmp_path / "none"), True) == (None, False, "no kernel BTF at /sys/kernel/btf/vmlinux")
-    off, ok, note = read_btf_facts(_root_with(tmp_path / "d", b"junk" * 10), True)
-    assert off is None and not ok and "magic" in note
+    assert read_btf_facts(_root_with(tmp_path / "a", kernel_like()), exit_has_group_dead=True) == BtfFacts(
+        20, 40, True, "")
+    f = read_btf_facts(_root_with(tmp_path / "b", kernel_like(False)), exit_has_group_dead=True)
+    assert (f.exit_code_off, f.raw_ok) == (20, False) and "sched_process_exit" in f.note
+    f = read_btf_facts(_root_with(tmp_path / "c", kernel_like(switch_state="long")), False)
+    assert (f.exit_code_off, f.raw_ok) == (20, False) and "sched_switch" in f.note
+    assert read_btf_facts(SysRoot(tmp_path / "none"), True) == BtfFacts(
+        note="no kernel BTF at /sys/kernel/btf/vmlinux")
+    f = read_btf_facts(_root_with(tmp_path / "d", b"junk" * 10), True)
+    assert f.exit_code_off is None and not f.raw_ok and "magic" in f.note
 
 
 @pytest.mark.skipif(not os.path.exists("/sys/kernel/btf/vmlinux"), reason="no /sys/kernel/btf/vmlinux here")
@@ -88,5 +90,6 @@ def test_the_running_kernels_btf():
     off = b.member_offset("task_struct", "exit_code")
     assert 0 < off < 16384 and off % 4 == 0
     assert b.member_offset("task_struct", "pid") != off
+    assert b.member_offset("sched_info", "run_delay") >= 0 and b.member_offset("task_struct", "sched_info") > 0
     assert b.raw_tracepoint_params("sched_switch")[1:3] == ["struct task_struct *"] * 2
     assert b.raw_tracepoint_params("sched_wakeup") == ["struct task_struct *"]

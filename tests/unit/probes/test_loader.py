@@ -221,3 +221,13 @@ def test_read_kernel_facts_on_a_fake_6_1_host_with_matching_headers(tmp_path):
 def test_unknown_probe_name_is_a_one_line_error(tmp_path):
     with pytest.raises(AiosError, match="unknown probe 'nope'"):
         loader.ProbeSet(SysRoot(tmp_path), LoadOptions(probes=("nope",))).load()
+
+
+def test_poll_without_event_probes_waits_instead_of_spinning(monkeypatch):
+    from aios_host.probes import loader
+
+    slept = []
+    monkeypatch.setattr(loader.time, "sleep", slept.append)
+    ps = loader.ProbeSet()
+    assert ps.poll(timeout_ms=250) == [] and slept == [0.25]
+    assert ps.poll(timeout_ms=0) == [] and slept == [0.25]
