@@ -25,6 +25,7 @@ buffer's lost-sample callback.
 from __future__ import annotations
 
 import ctypes
+import dataclasses
 import os
 import re
 import time
@@ -431,6 +432,14 @@ class ProbeSet:
             b = bcc.BPF(src_file=str(BPF_DIR / spec.source).encode(), cflags=flags)
         except Exception as exc:  # noqa: BLE001 - bcc raises bare Exception for compile/load/attach
             detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            if spec.name == "sched" and self.options.runq_from == "auto" and any(
+                    f.startswith("-DTASK_RUN_DELAY_OFF") for f in flags):
+                # a kernel that refuses task-local storage or get_current_task_btf in raw
+                # tracepoint programs: time waits from wakeup/switch timestamps instead
+                log.warning("probe_runq_fallback", probe=spec.name, error=detail, runq_from="timestamps")
+                self.options = dataclasses.replace(self.options, runq_from="timestamps")
+                tps = spec.attached(True, task_fields_readable(self.facts), run_delay=False)
+                return self._load_one(bcc, spec, ProbeStatus(spec.name, spec.measures, tps, st.status))
             self.statuses[spec.name] = ProbeStatus(spec.name, spec.measures, st.tracepoints, "failed", detail)
             log.error("probe_load_failed", probe=spec.name, source=spec.source, error=detail)
             if self.options.strict:

@@ -13,7 +13,8 @@ cost per event stands out of the noise. Conditions:
   aios     aios-host's whole probe set (all six probes, loaded in a child process the way the
            daemon loads them, draining its event buffers),
   runqlat  /usr/sbin/runqlat-bpfcc alone.
-Reported: the median usec/op of each, the overhead (median - none), and the ratio
+Reported: the median usec/op of each, the overhead (median over rounds of tool - none in the
+same round), and the ratio
 aios overhead / runqlat overhead (target: <= 0.5). Also each tool's start-up time (spawn ->
 attached, i.e. interpreter + compile + load + attach) and RSS (steady VmRSS after the pipe bench,
 and VmHWM, the peak) of its process.
@@ -115,8 +116,11 @@ def serve() -> int:
 MODES = ("spread", "pinned")
 
 
-def _ratio(med: dict[str, float]) -> tuple[dict[str, float], float | None]:
-    over = {k: med[k] - med["none"] for k in ("aios", "runqlat")}
+def _ratio(usec: dict[str, list[float]]) -> tuple[dict[str, float], float | None]:
+    """Overhead of each tool: the median over rounds of (tool - none) within the same round, so
+    that a slow round (the VM's neighbours) moves both sides of a difference together."""
+    over = {k: statistics.median(t - n for t, n in zip(usec[k], usec["none"], strict=True))
+            for k in ("aios", "runqlat")}
     return over, (over["aios"] / over["runqlat"] if over["runqlat"] > 0 else None)
 
 
@@ -150,7 +154,7 @@ def run(rounds: int, loops: int, pin: int) -> dict:
     modes = {}
     for m in MODES:
         med = {k: statistics.median(v) for k, v in usec[m].items()}
-        over, ratio = _ratio(med)
+        over, ratio = _ratio(usec[m])
         modes[m] = {"usec_per_op": usec[m], "median_usec_per_op": med, "overhead_usec_per_op": over,
                     "ratio_aios_to_runqlat": ratio,
                     "meets_target": ratio is not None and ratio <= TARGET_RATIO}
@@ -190,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
         r = res["modes"][m]
         med, over = r["median_usec_per_op"], r["overhead_usec_per_op"]
         print(f"{what}, {args.rounds} rounds, medians (usec/op)")
-        print(f"  {'condition':<10} {'median':>8} {'overhead':>9}   all rounds")
+        print(f"  {'condition':<10} {'median':>8} {'overhead':>9}   all rounds (overhead: paired, median)")
         for k in ("none", "aios", "runqlat"):
             o = "" if k == "none" else f"{over[k]:+9.2f}"
             print(f"  {k:<10} {med[k]:8.2f} {o:>9}   " + " ".join(f"{x:.2f}" for x in r["usec_per_op"][k]))

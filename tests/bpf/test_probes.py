@@ -86,7 +86,18 @@ def test_bcc_tables_match_the_ctypes_mirrors(probes, probe, table, side, mirror)
     assert theirs == ours
 
 
-def test_spinners_raise_runq_latency_of_their_own_cgroup_only(probes, fs):
+@pytest.fixture(scope="module")
+def sched_timestamps():
+    """The sched probe timing waits from wakeup/switch timestamps (the fallback of run_delay)."""
+    with ProbeSet(SysRoot("/"), LoadOptions(probes=("sched",), runq_from="timestamps", strict=True)) as p:
+        yield p
+
+
+@pytest.mark.parametrize("mode", ["auto", "timestamps"])
+def test_spinners_raise_runq_latency_of_their_own_cgroup_only(request, fs, mode):
+    probes = request.getfixturevalue("probes" if mode == "auto" else "sched_timestamps")
+    if mode == "timestamps":
+        assert "raw:sched_wakeup" in probes.loaded["sched"].programs or probes.choice.method != "raw"
     with scratch_cgroups(fs, "busy", "idle") as cg:
         quiet = spawn_in(cg["idle"], ["sh", "-c", "while :; do sleep 0.05; done"])
         spin = spinners(cg["busy"], 3)  # 3 spinners, 2 CPUs: each waits for a CPU about 1/3 of the time
