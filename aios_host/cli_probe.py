@@ -33,7 +33,7 @@ def _options(args: argparse.Namespace) -> Any:
         unknown = [n for n in names if n not in PROBE_NAMES]
         if unknown:
             raise AiosError(f"unknown probe {unknown[0]!r}; probes: {', '.join(PROBE_NAMES)}")
-    return LoadOptions(attach=args.attach, probes=names, runq_from=args.runq_from)
+    return LoadOptions(attach=args.attach, probes=names)
 
 
 def _duration(value: float) -> float:
@@ -68,7 +68,7 @@ def cmd_list(args: argparse.Namespace) -> int:
             print(render(["probe", "tracepoint", "attach", "status", "detail"], rows))
         return 0
     choice = choose_attach(opts.attach, facts.headers, facts.release, facts.btf_raw)
-    statuses = probe_statuses(facts, choice, opts.probes, opts)
+    statuses = probe_statuses(facts, choice, opts.probes)
     if args.json:
         print_json({
             "attach": choice.method, "reason": choice.reason, "kernel": facts.release,
@@ -185,10 +185,6 @@ def add_parsers(sub: argparse._SubParsersAction, common: argparse.ArgumentParser
                       help="raw needs kernel headers matching the kernel (default: auto)")
     load.add_argument("--probes", default="", metavar="A,B",
                       help="a subset: sched,faults,reclaim,blkio,oom,proc (default: all)")
-    load.add_argument("--runq-from", choices=["auto", "run_delay", "timestamps"], default="auto",
-                      help="run-queue waits from the scheduler's sched_info.run_delay (sched_switch "
-                           "only) or from wakeup/switch timestamps as runqlat (default: auto = run_delay "
-                           "where raw programs run and the kernel's BTF has it)")
 
     ls = psub.add_parser("list", parents=[common, load], help="probes, tracepoints, attach method, status")
     ls.set_defaults(func=cmd_list)

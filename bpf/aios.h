@@ -61,6 +61,7 @@ struct sched_stats {
     u64 oncpu_ns;               /* time on CPU, charged at switch-out */
     u64 switches;               /* every switch-out */
     u64 preempt;                /* switch-outs that left the task runnable (involuntary) */
+    u64 runq[HIST_SLOTS];       /* run-queue waits, log2 usec (hist_slot) */
 };
 
 struct reclaim_stats {

@@ -25,7 +25,6 @@ buffer's lost-sample callback.
 from __future__ import annotations
 
 import ctypes
-import dataclasses
 import os
 import re
 import time
@@ -60,10 +59,6 @@ class LoadOptions:
     events: str = "auto"  # auto | ringbuf | perf
     probes: tuple[str, ...] = PROBE_NAMES
     runq_preempted: bool = True  # time preempted tasks back onto the CPU too, as runqlat does
-    # where run-queue waits come from: "run_delay" (the scheduler's own sched_info.run_delay, read
-    # at switch-out: sched_switch only), "timestamps" (wakeup -> switch-in, as runqlat), or "auto"
-    # (run_delay where raw programs run and the kernel's BTF gives its offset)
-    runq_from: str = "auto"
     max_cgroups: int = 4096
     max_hist: int = 16384
     max_tasks: int = 65536
@@ -147,7 +142,6 @@ class KernelFacts:
     oom_has_memory: bool = False
     # from the running kernel's BTF, read only where the headers do not match the kernel:
     task_exit_code_off: int | None = None  # byte offset of task_struct.exit_code
-    task_run_delay_off: int | None = None  # byte offset of task_struct.sched_info.run_delay (any headers)
     btf_raw: bool = False  # ...and the raw tracepoint prototypes are the ones the programs expect
     btf_note: str = ""  # why not, when BTF was looked at and found wanting
 
@@ -164,7 +158,6 @@ RAW_PROTOS: dict[str, tuple[str, ...]] = {
 @dataclass(frozen=True)
 class BtfFacts:
     exit_code_off: int | None = None  # task_struct.exit_code
-    run_delay_off: int | None = None  # task_struct.sched_info.run_delay (CONFIG_SCHED_INFO)
     raw_ok: bool = False  # the raw tracepoint prototypes are the ones the programs expect
     note: str = ""  # why not, where BTF was looked at and found wanting
 
@@ -183,18 +176,13 @@ def read_btf_facts(root: SysRoot, exit_has_group_dead: bool) -> BtfFacts:
         protos = {name: tuple(b.raw_tracepoint_params(name)) for name in RAW_PROTOS}
     except (OSError, btf.BtfError) as exc:
         return BtfFacts(note=f"kernel BTF: {exc}")
-    try:
-        run_delay: int | None = b.member_offset("task_struct", "sched_info") + b.member_offset(
-            "sched_info", "run_delay")
-    except btf.BtfError:
-        run_delay = None  # a kernel without CONFIG_SCHED_INFO: runq waits from timestamps
     expect = dict(RAW_PROTOS)
     if exit_has_group_dead:
         expect["sched_process_exit"] = ("struct task_struct *", "bool")
     bad = [f"{n}{protos[n]}" for n, want in expect.items() if protos[n] != want]
     if bad:
-        return BtfFacts(off, run_delay, False, "raw tracepoint prototypes differ: " + ", ".join(bad))
-    return BtfFacts(off, run_delay, True)
+        return BtfFacts(off, False, "raw tracepoint prototypes differ: " + ", ".join(bad))
+    return BtfFacts(off, True)
 
 
 def read_kernel_facts(root: SysRoot, headers: str | None = None) -> KernelFacts:
@@ -215,7 +203,8 @@ def read_kernel_facts(root: SysRoot, headers: str | None = None) -> KernelFacts:
     exit_fmt = tracefs.read_format(root, tfs, "sched:sched_process_exit")
     oom = tracefs.read_format(root, tfs, "oom:mark_victim")
     group_dead = bool(exit_fmt and exit_fmt.has("group_dead"))
-    bf = read_btf_facts(root, group_dead)
+    # matching headers give the raw programs their offsets: no need to read the BTF then
+    bf = BtfFacts() if headers == "matching" else read_btf_facts(root, group_dead)
     return KernelFacts(
         release=release,
         headers=headers,
@@ -224,29 +213,18 @@ def read_kernel_facts(root: SysRoot, headers: str | None = None) -> KernelFacts:
         switch_bits=tracefs.switch_state_bits(switch) if switch else tracefs.DEFAULT_SWITCH_BITS,
         exit_has_group_dead=group_dead,
         oom_has_memory=bool(oom and oom.has("anon_rss")),
-        # with matching headers exit_code is read through them; BTF still gives run_delay
-        task_exit_code_off=None if headers == "matching" else bf.exit_code_off,
-        task_run_delay_off=bf.run_delay_off if bf.raw_ok or headers == "matching" else None,
-        btf_raw=bf.raw_ok and headers != "matching",
-        btf_note="" if headers == "matching" else bf.note,
+        task_exit_code_off=bf.exit_code_off,
+        btf_raw=bf.raw_ok,
+        btf_note=bf.note,
     )
-
-
-def runq_source(method: str, facts: KernelFacts, options: LoadOptions) -> str:
-    """Pure: "run_delay" or "timestamps" (see LoadOptions.runq_from)."""
-    possible = method == "raw" and facts.task_run_delay_off is not None
-    if options.runq_from == "run_delay" and not possible:
-        raise ProbeError("run-queue waits from sched_info.run_delay need raw tracepoints and the "
-                         "kernel's BTF with task_struct.sched_info (CONFIG_SCHED_INFO); use --runq-from auto")
-    if options.runq_from not in ("auto", "run_delay", "timestamps"):
-        raise AiosError(f"runq source {options.runq_from!r}: expected auto, run_delay or timestamps")
-    return "run_delay" if possible and options.runq_from != "timestamps" else "timestamps"
 
 
 def cflags_for(
     spec: ProbeSpec, method: str, events: str, facts: KernelFacts, options: LoadOptions
 ) -> list[str]:
     """Pure: the -I/-D flags one probe is compiled with."""
+    if options.max_tasks <= 0 or options.max_tasks & (options.max_tasks - 1):
+        raise AiosError(f"max_tasks {options.max_tasks}: must be a power of two (sched's enq slots)")
     flags = [
         f"-I{BPF_DIR}",
         f"-DHIST_SLOTS={structs.HIST_SLOTS}",
@@ -268,8 +246,6 @@ def cflags_for(
             flags.append(f"-DTASK_REPORT_DEAD={facts.switch_bits.dead:#x}")
         if not options.runq_preempted:
             flags.append("-DRUNQ_WAKEUP_ONLY")
-        if runq_source(method, facts, options) == "run_delay":
-            flags.append(f"-DTASK_RUN_DELAY_OFF={facts.task_run_delay_off}")
     if spec.name == "proc" and facts.exit_has_group_dead:
         flags.append("-DEXIT_HAS_GROUP_DEAD")
     if spec.name == "proc" and facts.headers != "matching" and facts.task_exit_code_off is not None:
@@ -293,16 +269,12 @@ def task_fields_readable(facts: KernelFacts) -> bool:
     return facts.headers == "matching" or facts.task_exit_code_off is not None
 
 
-def probe_statuses(
-    facts: KernelFacts, choice: AttachChoice, names: Sequence[str], options: LoadOptions | None = None
-) -> list[ProbeStatus]:
+def probe_statuses(facts: KernelFacts, choice: AttachChoice, names: Sequence[str]) -> list[ProbeStatus]:
     """Pure: which probes can attach here, before loading anything."""
-    run_delay = runq_source(choice.method, facts, options or LoadOptions()) == "run_delay"
     out = []
     for name in names:
         spec = get_spec(name)
-        tps = spec.attached(choice.method == "raw", task_fields=task_fields_readable(facts),
-                            run_delay=run_delay)
+        tps = spec.attached(choice.method == "raw", task_fields=task_fields_readable(facts))
         missing = [t for t, _ in tps if t not in facts.available]
         if facts.tracefs is None:
             st, why = "unavailable", "tracefs not mounted"
@@ -406,10 +378,9 @@ class ProbeSet:
                  events=self.events_transport, kernel=facts.release, headers=facts.headers,
                  task_offsets=self.choice.task_offsets if self.choice.method == "raw" else None,
                  task_exit_code_off=facts.task_exit_code_off,
-                 runq_from=runq_source(self.choice.method, facts, self.options),
                  exit_codes="task_struct" if task_fields_readable(facts) else "syscall+signal tracepoints",
                  btf_note=facts.btf_note or None)
-        for st in probe_statuses(facts, self.choice, self.options.probes, self.options):
+        for st in probe_statuses(facts, self.choice, self.options.probes):
             if st.status != "ready":
                 self.statuses[st.name] = st
                 log.warning("probe_unavailable", probe=st.name, detail=st.detail)
@@ -432,14 +403,6 @@ class ProbeSet:
             b = bcc.BPF(src_file=str(BPF_DIR / spec.source).encode(), cflags=flags)
         except Exception as exc:  # noqa: BLE001 - bcc raises bare Exception for compile/load/attach
             detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            if spec.name == "sched" and self.options.runq_from == "auto" and any(
-                    f.startswith("-DTASK_RUN_DELAY_OFF") for f in flags):
-                # a kernel that refuses task-local storage or get_current_task_btf in raw
-                # tracepoint programs: time waits from wakeup/switch timestamps instead
-                log.warning("probe_runq_fallback", probe=spec.name, error=detail, runq_from="timestamps")
-                self.options = dataclasses.replace(self.options, runq_from="timestamps")
-                tps = spec.attached(True, task_fields_readable(self.facts), run_delay=False)
-                return self._load_one(bcc, spec, ProbeStatus(spec.name, spec.measures, tps, st.status))
             self.statuses[spec.name] = ProbeStatus(spec.name, spec.measures, st.tracepoints, "failed", detail)
             log.error("probe_load_failed", probe=spec.name, source=spec.source, error=detail)
             if self.options.strict:
@@ -515,8 +478,10 @@ class ProbeSet:
                 for k, v in t[b"sched_stats"].items():
                     b.add(k.value, oncpu_ns=sum(x.oncpu_ns for x in v),
                           switches=sum(x.switches for x in v), preempt=sum(x.preempt for x in v))
-                for k, v in t[b"runq_hist"].items():
-                    b.add_hist(k.cgroup_id, "runq_hist", k.slot, sum(v))
+                    for slot in range(structs.HIST_SLOTS):
+                        n = sum(x.runq[slot] for x in v)
+                        if n:
+                            b.add_hist(k.value, "runq_hist", slot, n)
             elif name == "faults":
                 for k, v in t[b"fault_count"].items():
                     b.add(k.value, faults=sum(v))
@@ -548,7 +513,7 @@ class ProbeSet:
         """Delete map entries of cgroups that no longer exist; returns how many were deleted."""
         keep = set(live_ids) | {0}
         n = 0
-        tables = {"sched": ("sched_stats", "runq_hist"), "faults": ("fault_count",),
+        tables = {"sched": ("sched_stats",), "faults": ("fault_count",),
                   "reclaim": ("reclaim_stats",), "blkio": ("blk_hist",), "oom": ("oom_kills",)}
         for name, lp in self.loaded.items():
             for tname in tables.get(name, ()):

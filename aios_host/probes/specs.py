@@ -18,20 +18,16 @@ class ProbeSpec:
     tracepoints: tuple[str, ...]  # tracepoint-format programs ("category:name")
     raw_tracepoints: tuple[str, ...] | None = None  # raw variant (names without category); None: none
     raw_keeps: tuple[str, ...] = ()  # tracepoint-format programs the raw variant still uses
-    # raw programs when the scheduler's own accounting is read instead (sched: run_delay mode)
-    raw_run_delay: tuple[str, ...] | None = None
     events: bool = False  # sends events through a ring/perf buffer
     # tracepoint-format programs needed only where no task_struct field can be read (no kernel BTF
     # and headers for another kernel): proc's syscall/signal join for exit codes
     no_task_fields: tuple[str, ...] = ()
 
-    def attached(self, raw: bool, task_fields: bool = True, run_delay: bool = False) -> tuple[tuple[str, str], ...]:
+    def attached(self, raw: bool, task_fields: bool = True) -> tuple[tuple[str, str], ...]:
         """(tracepoint, method) pairs for one attach choice; task_fields: task_struct fields can be
-        read here (kernel BTF offsets, or headers that match the kernel); run_delay: run-queue
-        waits come from sched_info.run_delay (loader.runq_source)."""
+        read here (kernel BTF offsets, or headers that match the kernel)."""
         if raw and self.raw_tracepoints is not None:
-            names = self.raw_run_delay if run_delay and self.raw_run_delay is not None else self.raw_tracepoints
-            return tuple((f"{_category(self, t)}:{t}", "raw") for t in names) + tuple(
+            return tuple((f"{_category(self, t)}:{t}", "raw") for t in self.raw_tracepoints) + tuple(
                 (t, "tracepoint") for t in self.raw_keeps
             )
         extra = () if task_fields else self.no_task_fields
@@ -57,7 +53,6 @@ PROBES: tuple[ProbeSpec, ...] = (
         measures="run-queue latency (log2 usec), preemptions, on-CPU time",
         tracepoints=("sched:sched_wakeup", "sched:sched_wakeup_new", "sched:sched_switch"),
         raw_tracepoints=("sched_wakeup", "sched_wakeup_new", "sched_switch"),
-        raw_run_delay=("sched_switch",),
     ),
     ProbeSpec(
         name="faults",

@@ -35,7 +35,7 @@ class HistKey(ctypes.Structure):
 
 
 class SchedStats(ctypes.Structure):
-    _fields_ = [("oncpu_ns", u64), ("switches", u64), ("preempt", u64)]
+    _fields_ = [("oncpu_ns", u64), ("switches", u64), ("preempt", u64), ("runq", u64 * HIST_SLOTS)]
 
 
 class ReclaimStats(ctypes.Structure):

@@ -60,10 +60,7 @@ def test_every_probe_attached_with_the_chosen_method(probes):
     assert probes.choice.method == ("raw" if raw_here else "tracepoint")
     if raw_here:  # the cheap path: no tracepoint record formatted, no syscall tracepoint enabled
         labels = {label for _, label, _ in probes.programs()}
-        assert {"raw:sched_switch", "raw:sched_process_exit"} <= labels
-        # run-queue waits from the scheduler's run_delay (BTF offset): no wakeup programs at all
-        run_delay = probes.facts.task_run_delay_off is not None
-        assert ("raw:sched_wakeup" in labels) != run_delay
+        assert {"raw:sched_switch", "raw:sched_wakeup", "raw:sched_process_exit"} <= labels
         assert not any(label.startswith(("syscalls:", "signal:")) for label in labels)
     assert all(s.status == "attached" for s in probes.statuses.values())
 
@@ -72,7 +69,6 @@ def test_every_probe_attached_with_the_chosen_method(probes):
     ("probe", "table", "side", "mirror"),
     [
         ("sched", "sched_stats", "Leaf", structs.SchedStats),
-        ("sched", "runq_hist", "Key", structs.HistKey),
         ("reclaim", "reclaim_stats", "Leaf", structs.ReclaimStats),
         ("blkio", "blk_hist", "Key", structs.HistKey),
     ],
@@ -86,18 +82,7 @@ def test_bcc_tables_match_the_ctypes_mirrors(probes, probe, table, side, mirror)
     assert theirs == ours
 
 
-@pytest.fixture(scope="module")
-def sched_timestamps():
-    """The sched probe timing waits from wakeup/switch timestamps (the fallback of run_delay)."""
-    with ProbeSet(SysRoot("/"), LoadOptions(probes=("sched",), runq_from="timestamps", strict=True)) as p:
-        yield p
-
-
-@pytest.mark.parametrize("mode", ["auto", "timestamps"])
-def test_spinners_raise_runq_latency_of_their_own_cgroup_only(request, fs, mode):
-    probes = request.getfixturevalue("probes" if mode == "auto" else "sched_timestamps")
-    if mode == "timestamps":
-        assert "raw:sched_wakeup" in probes.loaded["sched"].programs or probes.choice.method != "raw"
+def test_spinners_raise_runq_latency_of_their_own_cgroup_only(probes, fs):
     with scratch_cgroups(fs, "busy", "idle") as cg:
         quiet = spawn_in(cg["idle"], ["sh", "-c", "while :; do sleep 0.05; done"])
         spin = spinners(cg["busy"], 3)  # 3 spinners, 2 CPUs: each waits for a CPU about 1/3 of the time

@@ -57,8 +57,7 @@ class BtfBuilder:
 
 
 def kernel_like(exit_has_group_dead: bool = True, switch_state: str = "unsigned int") -> bytes:
-    """A tiny 'vmlinux': task_struct with exit_code inside an anonymous union (byte 20) and
-    sched_info.run_delay at byte 32 + 8 = 40, and the
+    """A tiny 'vmlinux': task_struct with exit_code inside an anonymous union (byte 20), and the
     btf_trace_* typedefs of the raw tracepoints the probes read."""
     b = BtfBuilder()
     i32 = b.int_("int", 4)
@@ -69,10 +68,7 @@ def kernel_like(exit_has_group_dead: bool = True, switch_state: str = "unsigned 
     # kind_flag: member offsets carry a bitfield size in their top 8 bits
     flags = b.struct("", 4, [("in_execve", u32, (1 << 24) | 0), ("in_iowait", u32, (1 << 24) | 1)],
                      kind_flag=True)
-    u64 = b.int_("long long unsigned int", 8)
-    sched_info = b.struct("sched_info", 32, [("pcount", u64, 0), ("run_delay", u64, 64)])
-    task = b.struct("task_struct", 96, [("pid", i32, 64), ("", flags, 96), ("", inner, 128),
-                                         ("sched_info", sched_info, 256)])
+    task = b.struct("task_struct", 64, [("pid", i32, 64), ("", flags, 96), ("", inner, 128)])
     task_p = b.ptr(b.modifier(btf.CONST, task))
     void_p = b.ptr(0)
 

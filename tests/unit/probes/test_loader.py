@@ -231,3 +231,9 @@ def test_poll_without_event_probes_waits_instead_of_spinning(monkeypatch):
     ps = loader.ProbeSet()
     assert ps.poll(timeout_ms=250) == [] and slept == [0.25]
     assert ps.poll(timeout_ms=0) == [] and slept == [0.25]
+
+
+def test_max_tasks_must_be_a_power_of_two():
+    assert "-DMAX_TASKS=4096" in cflags_for(get_spec("sched"), "raw", "ringbuf", FACTS, LoadOptions(max_tasks=4096))
+    with pytest.raises(AiosError, match="max_tasks 5000: must be a power of two"):
+        cflags_for(get_spec("sched"), "raw", "ringbuf", FACTS, LoadOptions(max_tasks=5000))

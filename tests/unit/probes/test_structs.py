@@ -40,7 +40,7 @@ GOLDEN_OOM = bytes.fromhex(
     ("cls", "size"),
     [
         (structs.HistKey, 16),
-        (structs.SchedStats, 24),
+        (structs.SchedStats, 24 + 8 * structs.HIST_SLOTS),
         (structs.ReclaimStats, 32),
         (structs.EventHdr, 48),
         (structs.ExecEventC, 48 + 8 + structs.FILENAME_LEN),
