@@ -40,9 +40,12 @@ class SysRoot:
     # -- reads ---------------------------------------------------------------------------------
 
     @staticmethod
-    def _read(p: str) -> str:
+    def _read(p: str, one_record: bool = False) -> str:
         # Kernel files are small and generated per read(2): one raw read of a page-multiple
         # buffer, looped for the rare big ones (memory.stat, io.stat on many devices).
+        # one_record: a single-record attribute (a cgroup control file other than cgroup.procs /
+        # cgroup.threads, a sysctl value): seq_file produces its whole show() at once and hands it
+        # out in one read(2) when the buffer is larger, so a short first read is the end.
         fd = os.open(p, os.O_RDONLY | os.O_CLOEXEC)
         try:
             chunks = []
@@ -51,40 +54,19 @@ class SysRoot:
                 if not b:
                     break
                 chunks.append(b)
+                if one_record and len(b) < 65536:
+                    break
         finally:
             os.close(fd)
         return b"".join(chunks).decode("utf-8", errors="replace")
 
     def read_attrs(self, kernel_dir: str, names: list[str]) -> dict[str, str | None]:
-        """Several single-record attribute files of one directory (cgroup control files other
-        than cgroup.procs/cgroup.threads, sysctl values); None for an absent one, as read_optional.
-
-        seq_file produces such a file's whole show() at once and hands it out in one read(2) when
-        the buffer is larger, so a short first read is the end: one syscall less per file, which is
-        what the plan's diff of a thousand cgroups spends most of its time on."""
+        """Several single-record attribute files of one directory, as read_optional reads each,
+        with one read(2) apiece: what the plan's diff of a thousand cgroups spends its time on."""
         base = self._p(kernel_dir).rstrip("/") + "/"
         out: dict[str, str | None] = {}
         for name in names:
-            p = base + name
-            try:
-                fd = os.open(p, os.O_RDONLY | os.O_CLOEXEC)
-                try:
-                    b = os.read(fd, 65536)
-                    if len(b) == 65536:  # not a small attribute after all: read to the end
-                        chunks = [b]
-                        while b:
-                            b = os.read(fd, 65536)
-                            chunks.append(b)
-                        b = b"".join(chunks)
-                finally:
-                    os.close(fd)
-            except OSError as exc:
-                # absent, or present with the feature off (PSI without psi=1): as read_optional
-                if exc.errno in (errno.ENOENT, errno.ENODEV, errno.EOPNOTSUPP, errno.ENXIO):
-                    out[name] = None
-                    continue
-                raise KernelError.from_oserror("read", p, exc) from exc
-            out[name] = b.decode("utf-8", errors="replace")
+            out[name] = self._read_optional(base + name, one_record=True)
         return out
 
     def read_text(self, kernel_path: str | PurePosixPath) -> str:
@@ -96,9 +78,11 @@ class SysRoot:
 
     def read_optional(self, kernel_path: str | PurePosixPath) -> str | None:
         """Read a file that may legitimately be absent (a controller not enabled, an old kernel)."""
-        p = self._p(kernel_path)
+        return self._read_optional(self._p(kernel_path))
+
+    def _read_optional(self, p: str, one_record: bool = False) -> str | None:
         try:
-            return self._read(p)
+            return self._read(p, one_record)
         except FileNotFoundError:
             return None
         except OSError as exc:

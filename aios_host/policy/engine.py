@@ -89,21 +89,11 @@ def decide(
     usage: dict[str, ClassUsage],
 ) -> Decision:
     with _cyclic_gc_paused():
-        return _decide(policy, fs, inv, targets, usage)
-
-
-def _decide(
-    policy: Policy,
-    fs: CgroupFs,
-    inv: Inventory,
-    targets: dict[str, ClassTarget],
-    usage: dict[str, ClassUsage],
-) -> Decision:
-    cap = capacity(policy, inv)
-    smt = max(len(c) for c in inv.cores) if inv.cores else 1
-    problem = build_problem(policy, cap, usage, smt=smt)
-    allocation = solve(problem)
-    cores = assign(policy, inv)
-    desired = desired_state(policy, targets, allocation, cores, inv, cap.cpu_cores, cap.memory_bytes)
-    plan = make_plan(fs, desired)
-    return Decision(policy, cap, problem, allocation, cores, targets, desired, plan)
+        cap = capacity(policy, inv)
+        smt = max(len(c) for c in inv.cores) if inv.cores else 1
+        problem = build_problem(policy, cap, usage, smt=smt)
+        allocation = solve(problem)
+        cores = assign(policy, inv)
+        desired = desired_state(policy, targets, allocation, cores, inv, cap.cpu_cores, cap.memory_bytes)
+        plan = make_plan(fs, desired)
+        return Decision(policy, cap, problem, allocation, cores, targets, desired, plan)

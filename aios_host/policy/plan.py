@@ -171,20 +171,19 @@ def _layout(files: Mapping[str, object]) -> _Layout:
 
 def _file_writes(cg: Cgroup, d: DesiredCgroup, layout: _Layout, exists: bool, available: set[str]) -> list[Write]:
     files = d.files
-    keys, names = layout.keys, layout.names
     current = cg.read_attrs(layout.reads) if exists else {}
+    order = list(range(len(layout.keys)))
     # memory.high vs memory.max: shrink -> high first; grow -> max first.
     if "memory.high" in files and "memory.max" in files and exists:
         old_max = current.get("memory.max")
         new_max = _limit_num(fmt.parse_limit(files["memory.max"][0]))
         if old_max is not None and new_max > _limit_num(fmt.parse_limit(old_max)):
-            i, j = keys.index("memory.high"), keys.index("memory.max")
-            keys, names = list(keys), list(names)
-            keys[i], keys[j] = keys[j], keys[i]
-            names[i], names[j] = names[j], names[i]
+            i, j = layout.keys.index("memory.high"), layout.keys.index("memory.max")
+            order[i], order[j] = j, i
     base = cg.kernel_path + "/"
     out: list[Write] = []
-    for key, file, ctrl in zip(keys, names, layout.controller_of, strict=True):
+    for k in order:
+        key, file, ctrl = layout.keys[k], layout.names[k], layout.controller_of[k]
         value, reason = files[key]
         ok = ctrl is None or ctrl in available
         old_text = current.get(file)

@@ -38,7 +38,7 @@ from pydantic import (
 )
 
 from aios_host.errors import AiosError
-from aios_host.tomlfile import read_toml
+from aios_host.tomlfile import loc_str, read_toml
 
 
 class JobSpecError(AiosError):
@@ -237,13 +237,7 @@ class JobSpec(_Strict):
 
 
 def _loc(loc: tuple[int | str, ...]) -> str:
-    out = ""
-    for part in loc:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        else:
-            out += ("." if out else "") + ("class" if part == "cls" else part)
-    return out
+    return loc_str(tuple("class" if part == "cls" else part for part in loc))
 
 
 def _fields_of(model: type[BaseModel]) -> list[str]:

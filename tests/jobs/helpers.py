@@ -64,3 +64,11 @@ def wait_for(pred: Any, timeout: float = 120.0, every: float = 0.1) -> bool:
 
 def pids_in(d: Path) -> dict[str, int]:
     return {p.stem: int(p.read_text()) for p in d.glob("*.pid")}
+
+
+def start_forever(job: str, nproc: int, pids_dir: Path, step_ms: int) -> None:
+    """`job run --detach` of a gang that steps until stopped; returns once every rank is up."""
+    r = cli("job", "run", "--name", job, "--nproc", str(nproc), "--detach", *GANG, "--forever",
+            "--step-ms", str(step_ms), "--pids", str(pids_dir))
+    assert r.returncode == 0, r.stderr
+    assert wait_for(lambda: len(pids_in(pids_dir)) == nproc)

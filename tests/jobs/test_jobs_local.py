@@ -8,7 +8,7 @@ import signal
 import threading
 from pathlib import Path
 
-from tests.jobs.helpers import GANG, alive, cgroup_gone, cli, name, pids_in, status, wait_for
+from tests.jobs.helpers import GANG, alive, cgroup_gone, cli, name, pids_in, start_forever, status, wait_for
 
 
 def test_allreduce_4_ranks_job_completes() -> None:
@@ -41,10 +41,7 @@ def test_sigkill_of_a_rank_ends_every_rank_and_leaves_no_orphan(tmp_path: Path) 
 
 def test_external_sigkill_of_a_running_rank(tmp_path: Path) -> None:
     job = name("extkill")
-    r = cli("job", "run", "--name", job, "--nproc", "3", "--detach", *GANG, "--forever", "--step-ms", "10",
-            "--pids", str(tmp_path))
-    assert r.returncode == 0, r.stderr
-    assert wait_for(lambda: len(pids_in(tmp_path)) == 3)
+    start_forever(job, 3, tmp_path, step_ms=10)
     st = status(job)[0]
     victim = st["ranks"][1]["pid"]
     os.kill(victim, signal.SIGKILL)
@@ -157,10 +154,7 @@ def test_stop_sends_sigterm_then_cgroup_kill_after_grace(tmp_path: Path) -> None
 
 def test_supervisor_killed_leaves_no_rank_and_stop_cleans_up(tmp_path: Path) -> None:
     job = name("dead")
-    r = cli("job", "run", "--name", job, "--nproc", "2", "--detach", *GANG, "--forever", "--step-ms", "20",
-            "--pids", str(tmp_path))
-    assert r.returncode == 0, r.stderr
-    assert wait_for(lambda: len(pids_in(tmp_path)) == 2)
+    start_forever(job, 2, tmp_path, step_ms=20)
     st = status(job)[0]
     os.kill(st["supervisor_pid"], signal.SIGKILL)
     # PR_SET_PDEATHSIG: the ranks die with their supervisor
