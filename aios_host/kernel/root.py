@@ -48,17 +48,15 @@ class SysRoot:
         # out in one read(2) when the buffer is larger, so a short first read is the end.
         fd = os.open(p, os.O_RDONLY | os.O_CLOEXEC)
         try:
-            chunks = []
-            while True:
-                b = os.read(fd, 65536)
-                if not b:
-                    break
-                chunks.append(b)
-                if one_record and len(b) < 65536:
-                    break
+            data = os.read(fd, 65536)
+            if data and (len(data) == 65536 or not one_record):
+                chunks = [data]
+                while b := os.read(fd, 65536):
+                    chunks.append(b)
+                data = b"".join(chunks)
         finally:
             os.close(fd)
-        return b"".join(chunks).decode("utf-8", errors="replace")
+        return data.decode("utf-8", errors="replace")
 
     def read_attrs(self, kernel_dir: str, names: list[str]) -> dict[str, str | None]:
         """Several single-record attribute files of one directory, as read_optional reads each,

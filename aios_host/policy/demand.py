@@ -21,7 +21,6 @@ from aios_host.kernel.inventory import Inventory
 from aios_host.policy.problem import ClassDemand, Problem
 from aios_host.policy.schema import Policy
 from aios_host.policy.targets import ClassTarget
-from aios_host.policy.units import Quantity
 
 PRESSURE_GAIN = 2.0
 RUNQ_TARGET_USEC = 5000.0  # p99 wait for a CPU above this: the class is short of CPU
@@ -101,45 +100,36 @@ def measure(fs: CgroupFs, targets: dict[str, ClassTarget], interval_s: float) ->
     return out
 
 
-def _q(q: Quantity | None, cap: float) -> float | None:
-    return None if q is None else q.resolve(cap)
-
-
 def build_problem(
     policy: Policy, cap: Capacity, usage: dict[str, ClassUsage], smt: int = 1
 ) -> Problem:
+    cpu_cap, mem_cap = cap.cpu_cores, cap.memory_bytes
+    none = ClassUsage()
     classes = []
     for spec in policy.classes:
-        u = usage.get(spec.name, ClassUsage())
-        cpu_min = _q(spec.cpu.min, cap.cpu_cores)
-        if spec.cpu.exclusive and cpu_min is not None:
-            cpu_min = cpu_min * smt  # whole physical cores, every SMT sibling
-        cpu_max = _q(spec.cpu.max, cap.cpu_cores)
-        mem_min = max((v for v in (_q(spec.memory.min, cap.memory_bytes),
-                                   _q(spec.memory.low, cap.memory_bytes)) if v is not None),
-                      default=None)
-        mem_max = _q(spec.memory.max, cap.memory_bytes)
+        u = usage.get(spec.name, none)
+        cpu, mem = spec.cpu, spec.memory
+        mins: dict[str, float] = {}
+        maxes: dict[str, float] = {}
+        if cpu.max is not None:
+            maxes["cpu"] = cpu.max.resolve(cpu_cap)
         if u.cpu_cores is not None:
             cpu_demand = u.cpu_cores * (1 + cpu_raise(u))
         else:
-            cpu_demand = cpu_max if cpu_max is not None else cap.cpu_cores
+            cpu_demand = maxes.get("cpu", cpu_cap)
+        if cpu.min is not None:
+            mins["cpu"] = cpu.min.resolve(cpu_cap)
+            if cpu.exclusive:
+                # Whole physical cores, every SMT sibling; exactly its cores: no more, no less.
+                mins["cpu"] = maxes["cpu"] = cpu_demand = mins["cpu"] * smt
+        if mem.min is not None or mem.low is not None:
+            mins["memory"] = max(q.resolve(mem_cap) for q in (mem.min, mem.low) if q is not None)
+        if mem.max is not None:
+            maxes["memory"] = mem.max.resolve(mem_cap)
         if u.memory_bytes is not None:
             mem_demand = u.memory_bytes * (1 + PRESSURE_GAIN * u.memory_some_avg10 / 100)
         else:
-            mem_demand = mem_max if mem_max is not None else cap.memory_bytes
-        mins = {k: v for k, v in (("cpu", cpu_min), ("memory", mem_min)) if v is not None}
-        maxes = {k: v for k, v in (("cpu", cpu_max), ("memory", mem_max)) if v is not None}
-        if spec.cpu.exclusive and cpu_min is not None:
-            maxes["cpu"] = cpu_min  # exactly its cores: no more, no less
-            cpu_demand = cpu_min
-        classes.append(
-            ClassDemand(
-                name=spec.name,
-                weight=float(spec.weight),
-                priority=spec.priority,
-                demand={"cpu": cpu_demand, "memory": mem_demand, "io": 1.0},
-                min=mins,
-                max=maxes,
-            )
-        )
+            mem_demand = maxes.get("memory", mem_cap)
+        demand = {"cpu": cpu_demand, "memory": mem_demand, "io": 1.0}
+        classes.append(ClassDemand(spec.name, float(spec.weight), spec.priority, demand, mins, maxes))
     return Problem(capacity=cap.as_problem(), classes=tuple(classes))

@@ -28,14 +28,15 @@ from aios_host.policy.units import Quantity, format_bytes, round_to_page
 CPU_PERIOD_USEC = 100_000
 
 
-def _bytes(q: Quantity | None, cap: float) -> int | None:
-    return None if q is None else round_to_page(q.resolve(cap))
-
-
 def _protection(mem_min: Quantity | None, mem_low: Quantity | None, cap: float) -> float:
     """memory a class is promised: the larger of its min and low."""
     lo = mem_min.resolve(cap) if mem_min is not None else 0.0
     return max(lo, mem_low.resolve(cap)) if mem_low is not None else lo
+
+
+def _share(q: Quantity, cap: float, n: int) -> str:
+    """A memory size split between n cgroups, in pages, as the kernel will read it back."""
+    return str(round_to_page(q.resolve(cap)) // n // 4096 * 4096)
 
 
 def desired_state(
@@ -47,60 +48,61 @@ def desired_state(
     cpu_capacity: float,
     mem_capacity: float,
 ) -> list[DesiredCgroup]:
-    total_cpu = sum(alloc.amounts[c.name]["cpu"] for c in policy.classes) or 1.0
-    mean_cpu = total_cpu / max(1, len(policy.classes))
+    cpu_of = alloc.amounts.column("cpu")
+    mean_cpu = (sum(cpu_of.values()) or 1.0) / max(1, len(policy.classes))
     exclusive_cpus = sorted({c for cpus in cores.cpus.values() for c in cpus})
     exclusive_set = set(exclusive_cpus)
     shared_cpus = [c.id for c in inv.cpus if c.id not in exclusive_set]
     all_nodes = sorted(inv.numa_nodes)
-    protection = {c.name: _protection(c.memory.min, c.memory.low, mem_capacity) for c in policy.classes}
+    protection = {c.name: _protection(c.memory.min, c.memory.low, mem_capacity)
+                  for c in policy.classes if c.memory.min is not None or c.memory.low is not None}
     total_protection = sum(protection.values())
     out: list[DesiredCgroup] = []
     for spec in policy.classes:
-        t = targets[spec.name]
-        n = max(1, len(t.cgroups))  # several matched cgroups share the class allocation equally
-        a = alloc.amounts[spec.name]
-        files: dict[str, tuple[str, str]] = {}
-        cpu = a["cpu"]
+        name = spec.name
+        t = targets[name]
+        n = len(t.cgroups) or 1  # several matched cgroups share the class allocation equally
+        cpu = cpu_of[name]
         weight = max(1, min(10000, round(100 * cpu / mean_cpu))) if mean_cpu > 0 else 100
-        files["cpu.weight"] = (str(weight), f"allocated {cpu:.2f} cores ({weight / 100:.2f}x the mean)")
-        if spec.cpu.max is not None:
-            quota = max(1000, round(spec.cpu.max.resolve(cpu_capacity) / n * CPU_PERIOD_USEC))
-            cores_max = spec.cpu.max.resolve(cpu_capacity) / n
-            what = f"{spec.cpu.max} of {cpu_capacity:g} cores" if spec.cpu.max.percent else f"{spec.cpu.max} cores"
+        files: dict[str, tuple[str, str]] = {
+            "cpu.weight": (str(weight), f"allocated {cpu:.2f} cores ({weight / 100:.2f}x the mean)")}
+        cpu_spec, mem = spec.cpu, spec.memory
+        if cpu_spec.max is not None:
+            cores_max = cpu_spec.max.resolve(cpu_capacity) / n
+            quota = max(1000, round(cores_max * CPU_PERIOD_USEC))
+            what = (f"{cpu_spec.max} of {cpu_capacity:g} cores" if cpu_spec.max.percent
+                    else f"{cpu_spec.max} cores")
             files["cpu.max"] = (f"{quota} {CPU_PERIOD_USEC}", f"hard cap {what} = {cores_max:.2f} cores")
-        if spec.name in cores.cpus:
-            cpus = cores.cpus[spec.name]
-            files["cpuset.mems"] = (fmt.format_cpu_list(cores.numa_nodes[spec.name]), "NUMA nodes of its cores")
-            why = f"exclusive: {len(cpus)} cpus = {spec.cpu.min} whole core(s)"
+        if name in cores.cpus:
+            cpus = cores.cpus[name]
+            files["cpuset.mems"] = (fmt.format_cpu_list(cores.numa_nodes[name]), "NUMA nodes of its cores")
+            why = f"exclusive: {len(cpus)} cpus = {cpu_spec.min} whole core(s)"
             files["cpuset.cpus"] = (fmt.format_cpu_list(cpus), why)
         elif exclusive_cpus and t.owned:
             files["cpuset.mems"] = (fmt.format_cpu_list(all_nodes), "all NUMA nodes")
             files["cpuset.cpus"] = (fmt.format_cpu_list(shared_cpus), "cores not held exclusively")
-        mem = spec.memory
-        mem_max = _bytes(mem.max, mem_capacity)
         if mem.min is not None:
-            files["memory.min"] = (str(_bytes(mem.min, mem_capacity) // n // 4096 * 4096), f"min {mem.min}")
-        low = _bytes(mem.low, mem_capacity)
-        if low is not None:
-            files["memory.low"] = (str(low // n // 4096 * 4096), f"low {mem.low}")
-        if mem.high == "auto":
-            others = total_protection - protection[spec.name]
-            room = max(protection[spec.name], mem_capacity - others)
-            high = round_to_page(room / n)
+            files["memory.min"] = (_share(mem.min, mem_capacity, n), f"min {mem.min}")
+        if mem.low is not None:
+            files["memory.low"] = (_share(mem.low, mem_capacity, n), f"low {mem.low}")
+        if mem.high is None:
+            pass
+        elif mem.high == "auto":
+            own = protection.get(name, 0.0)
+            others = total_protection - own
+            high = round_to_page(max(own, mem_capacity - others) / n)
             why = f"auto: {format_bytes(mem_capacity)} less others' protection {format_bytes(others)}"
-            if mem_max is not None and mem_max // n < high:
-                high, why = mem_max // n // 4096 * 4096, f"auto, capped at max {mem.max}"
+            if mem.max is not None and round_to_page(mem.max.resolve(mem_capacity)) // n < high:
+                high, why = int(_share(mem.max, mem_capacity, n)), f"auto, capped at max {mem.max}"
             files["memory.high"] = (str(high), why)
-        elif isinstance(mem.high, Quantity):
-            files["memory.high"] = (str(_bytes(mem.high, mem_capacity) // n // 4096 * 4096), f"high {mem.high}")
-        if mem_max is not None:
-            files["memory.max"] = (str(mem_max // n // 4096 * 4096), f"max {mem.max}")
-        if spec.io.weight:
-            files["io.weight"] = (f"default {spec.io.weight}", "io.weight")
         else:
-            files["io.weight"] = (f"default {spec.weight}", "class weight")
-        for dev, lim in sorted(spec.io.max.items()) if spec.io.max else ():
+            files["memory.high"] = (_share(mem.high, mem_capacity, n), f"high {mem.high}")
+        if mem.max is not None:
+            files["memory.max"] = (_share(mem.max, mem_capacity, n), f"max {mem.max}")
+        io = spec.io
+        files["io.weight"] = (f"default {io.weight}", "io.weight") if io.weight else (
+            f"default {spec.weight}", "class weight")
+        for dev, lim in sorted(io.max.items()) if io.max else ():
             limits: dict[str, fmt.Limit] = {
                 "rbps": int(lim.rbps.value) if lim.rbps else fmt.MAX,
                 "wbps": int(lim.wbps.value) if lim.wbps else fmt.MAX,
@@ -109,6 +111,5 @@ def desired_state(
             }
             files[f"io.max {dev}"] = (fmt.format_io_max_line(dev, limits), f"io.max on {dev}")
         for rel in t.cgroups:
-            out.append(DesiredCgroup(rel=rel, create=t.owned, files=files,
-                                     move_pids=t.move_pids, cls=spec.name))
+            out.append(DesiredCgroup(rel, t.owned, files, t.move_pids, name))
     return out

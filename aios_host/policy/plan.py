@@ -15,8 +15,8 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
-from typing import Literal
+from dataclasses import dataclass
+from typing import Literal, NamedTuple
 
 from aios_host.errors import AiosError
 from aios_host.kernel import cgroup_format as fmt
@@ -36,8 +36,9 @@ class PlanError(AiosError):
     pass
 
 
-@dataclass(frozen=True)
-class Write:
+# Write and DesiredCgroup are NamedTuples, not frozen dataclasses: decide() makes one of each per
+# class file and per class cgroup (thousands), and a frozen dataclass's __init__ costs 4x a tuple's.
+class Write(NamedTuple):
     op: Op
     path: str  # kernel path: the directory for mkdir, else the file written
     old: str | None  # what restores the previous state (None: it did not exist)
@@ -47,7 +48,7 @@ class Write:
     available: bool = True  # False: this host's cgroup v2 lacks the controller
 
     def to_dict(self) -> dict[str, object]:
-        return asdict(self)
+        return self._asdict()
 
 
 @dataclass(frozen=True)
@@ -62,8 +63,7 @@ class Plan:
         return len(self.writes)
 
 
-@dataclass(frozen=True)
-class DesiredCgroup:
+class DesiredCgroup(NamedTuple):
     rel: str
     create: bool  # an owned class cgroup that may not exist yet
     files: Mapping[str, tuple[str, str]]  # file -> (value, reason)
@@ -169,9 +169,10 @@ def _layout(files: Mapping[str, object]) -> _Layout:
     return _layout_of(tuple(files))
 
 
-def _file_writes(cg: Cgroup, d: DesiredCgroup, layout: _Layout, exists: bool, available: set[str]) -> list[Write]:
+def _file_writes(fs: CgroupFs, kdir: str, d: DesiredCgroup, layout: _Layout, exists: bool,
+                 available: set[str]) -> list[Write]:
     files = d.files
-    current = cg.read_attrs(layout.reads) if exists else {}
+    current = fs.root.read_attrs(kdir, layout.reads) if exists else {}
     order = list(range(len(layout.keys)))
     # memory.high vs memory.max: shrink -> high first; grow -> max first.
     if "memory.high" in files and "memory.max" in files and exists:
@@ -180,7 +181,7 @@ def _file_writes(cg: Cgroup, d: DesiredCgroup, layout: _Layout, exists: bool, av
         if old_max is not None and new_max > _limit_num(fmt.parse_limit(old_max)):
             i, j = layout.keys.index("memory.high"), layout.keys.index("memory.max")
             order[i], order[j] = j, i
-    base = cg.kernel_path + "/"
+    base = kdir + "/"
     out: list[Write] = []
     for k in order:
         key, file, ctrl = layout.keys[k], layout.names[k], layout.controller_of[k]
@@ -255,8 +256,10 @@ def make_plan(fs: CgroupFs, desired: list[DesiredCgroup]) -> Plan:
                         "enable", Cgroup(fs, rel).file("cgroup.subtree_control"), f"-{ctrl}",
                         f"+{ctrl}", f"class {d.cls}: {ctrl} controller for /{d.rel}", ctrl,
                         ctrl in available))
-        cg = Cgroup(fs, d.rel)
-        writes.extend(_file_writes(cg, d, layout, present, available))
+        kdir = f"{fs.mount}/{d.rel}" if d.rel else fs.mount  # Cgroup(fs, d.rel).kernel_path
+        writes.extend(_file_writes(fs, kdir, d, layout, present, available))
+        if d.move_pids:
+            cg = Cgroup(fs, d.rel)
         for pid in d.move_pids:
             try:
                 src = fs.cgroup_of_pid(pid)

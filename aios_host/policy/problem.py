@@ -12,8 +12,10 @@ solved tier by tier (higher `priority` first), with a max-min fairness term insi
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import NamedTuple
 
 from aios_host.errors import AiosError
 
@@ -21,14 +23,18 @@ RESOURCES = ("cpu", "memory", "io")
 UNITS = {"cpu": "cores", "memory": "bytes", "io": "share"}
 
 
-@dataclass(frozen=True)
-class ClassDemand:
+_NONE: Mapping[str, float] = MappingProxyType({})
+
+
+# ClassDemand and Binding are NamedTuples, not frozen dataclasses: decide() makes one per class (and
+# per bound class), and a frozen dataclass's __init__ costs 4x a tuple's.
+class ClassDemand(NamedTuple):
     name: str
     weight: float  # > 0
     priority: int  # tier: higher is served first
     demand: Mapping[str, float]  # c_ir >= 0 per resource, absolute units
-    min: Mapping[str, float] = field(default_factory=dict)  # guarantee, absolute
-    max: Mapping[str, float] = field(default_factory=dict)  # cap, absolute
+    min: Mapping[str, float] = _NONE  # guarantee, absolute
+    max: Mapping[str, float] = _NONE  # cap, absolute
 
 
 @dataclass(frozen=True)
@@ -37,8 +43,7 @@ class Problem:
     classes: tuple[ClassDemand, ...]
 
 
-@dataclass(frozen=True)
-class Binding:
+class Binding(NamedTuple):
     """One constraint that holds with equality at the optimum, and what relaxing it is worth."""
 
     kind: str  # "capacity" | "min" | "max" | "demand"
@@ -48,10 +53,38 @@ class Binding:
     dual: float  # objective gain per unit (per core, per byte...) of relaxation; 0 if none
 
 
+class ByClass(Mapping[str, Mapping[str, float]]):
+    """{class: {resource: value}} over the solver's (resources x classes) table, without building a
+    dict per class up front: decide() reads one resource of every class (`column`), explain and
+    --json read them all."""
+
+    def __init__(self, names: Sequence[str], resources: Sequence[str], rows: list[list[float]]) -> None:
+        self._index = dict(zip(names, range(len(names)), strict=True))
+        self._resources = tuple(resources)
+        self._rows = rows  # rows[k][i]: resource k of class i
+
+    def __getitem__(self, name: str) -> dict[str, float]:
+        i = self._index[name]
+        return {r: row[i] for r, row in zip(self._resources, self._rows, strict=True)}
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._index)
+
+    def __len__(self) -> int:
+        return len(self._index)
+
+    def __repr__(self) -> str:
+        return f"ByClass({dict(self.items())!r})"
+
+    def column(self, resource: str) -> dict[str, float]:
+        """{class: value} of one resource."""
+        return dict(zip(self._index, self._rows[self._resources.index(resource)], strict=True))
+
+
 @dataclass(frozen=True)
 class Allocation:
-    amounts: Mapping[str, Mapping[str, float]]  # class -> resource -> a_ir
-    satisfaction: Mapping[str, Mapping[str, float]]  # class -> resource -> x_ir
+    amounts: ByClass  # class -> resource -> a_ir
+    satisfaction: ByClass  # class -> resource -> x_ir
     bindings: tuple[Binding, ...]
     objective: float  # sum over tiers and resources of sum_i w_i x_ir
 

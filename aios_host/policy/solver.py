@@ -88,6 +88,7 @@ from aios_host.policy.problem import (
     UNITS,
     Allocation,
     Binding,
+    ByClass,
     ClassDemand,
     InfeasibleError,
     Problem,
@@ -150,14 +151,16 @@ def to_arrays(problem: Problem) -> ProblemArrays:
     resources = _resources_of(problem)
     known = set(resources)
     for c in classes:
-        extra = (set(c.demand) | set(c.min) | set(c.max)) - known
-        if extra:
+        if not (known.issuperset(c.demand) and known.issuperset(c.min) and known.issuperset(c.max)):
+            extra = (set(c.demand) | set(c.min) | set(c.max)) - known
             raise ValueError(f"class {c.name} names resources without capacity: {sorted(extra)}")
-        if not (c.weight > 0 and math.isfinite(c.weight)):
-            raise ValueError(f"class {c.name}: weight must be a positive number, not {c.weight}")
 
     n, nr = len(classes), len(resources)
     weight = np.fromiter((c.weight for c in classes), float, n)
+    bad_weight = ~((weight > 0) & np.isfinite(weight))
+    if bad_weight.any():
+        c = classes[int(np.argmax(bad_weight))]
+        raise ValueError(f"class {c.name}: weight must be a positive number, not {c.weight}")
     priority = np.fromiter((c.priority for c in classes), np.int64, n)
     raw = np.empty((nr, n))
     lo = np.empty((nr, n))
@@ -298,10 +301,9 @@ def solve(problem: Problem) -> Allocation:
     )
 
 
-def by_class(data: ProblemArrays, values: np.ndarray) -> dict[str, dict[str, float]]:
+def by_class(data: ProblemArrays, values: np.ndarray) -> ByClass:
     """(R, n) array -> {class: {resource: value}}, classes in (-priority, name) order."""
-    rows = zip(data.names, values.T.tolist(), strict=True)
-    return {nm: dict(zip(data.resources, row, strict=True)) for nm, row in rows}
+    return ByClass(data.names, data.resources, values.tolist())
 
 
 def _tiers(priority: np.ndarray) -> list[tuple[int, int]]:

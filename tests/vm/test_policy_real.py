@@ -7,7 +7,6 @@ import shutil
 import subprocess
 import sys
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -171,7 +170,7 @@ def test_value_the_kernel_rejects_leaves_tree_as_before(root):
     d, fs = _decide(root, POLICIES[0])
     writes = list(d.plan.writes)
     i = next(i for i, w in enumerate(writes) if w.path.endswith("batch/cpu.max"))
-    writes.insert(i + 1, replace(writes[i], new="0 100000", reason="test: rejected by the kernel"))
+    writes.insert(i + 1, writes[i]._replace(new="0 100000", reason="test: rejected by the kernel"))
     with pytest.raises(ApplyError) as exc:
         apply_plan(root, Plan(tuple(writes)), "default", fs.mount)
     assert "EINVAL" in str(exc.value) and "batch/cpu.max" in str(exc.value)

@@ -149,10 +149,9 @@ def test_processes_already_below_the_class_cgroup_are_not_moved(host):
     fs.create("aios.slice/train/aios-jobs.slice/j/rank-0")
     put(root.root, "/proc/4242/cgroup", "0::/aios.slice/train/aios-jobs.slice/j/rank-0\n")
     put(root.root, "/proc/4343/cgroup", "0::/system.slice/other.service\n")
-    from dataclasses import replace
 
     from aios_host.policy.plan import make_plan
     d, _ = _decide(root, host[1])
-    desired = [replace(x, move_pids=(4242, 4343)) if x.cls == "train" else x for x in d.desired]
+    desired = [x._replace(move_pids=(4242, 4343)) if x.cls == "train" else x for x in d.desired]
     moves = [w for w in make_plan(fs, desired).writes if w.op == "move"]
     assert [w.new for w in moves] == ["4343"]
