@@ -64,7 +64,7 @@ class SysRoot:
         base = self._p(kernel_dir).rstrip("/") + "/"
         out: dict[str, str | None] = {}
         for name in names:
-            out[name] = self._read_optional(base + name, one_record=True)
+            out[name] = self._read_optional(base + name, True)
         return out
 
     def read_text(self, kernel_path: str | PurePosixPath) -> str:

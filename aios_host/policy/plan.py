@@ -149,20 +149,26 @@ def _io_max_write(path: str, old_text: str | None, value: str, reason: str, ctrl
 @dataclass(frozen=True)
 class _Layout:
     """What only depends on which files a class sets: computed once per distinct set of keys."""
-    keys: tuple[str, ...]  # in FILE_ORDER
-    names: tuple[str, ...]  # the file of each key
-    controller_of: tuple[str | None, ...]  # the controller of each key's file
+    items: tuple[tuple[str, str, str | None], ...]  # (key, file, controller) in FILE_ORDER
     reads: list[str]  # each file once (an io.max with several devices is read once)
     controllers: tuple[str, ...]  # to enable in the ancestors, top-down order
+    # memory.high and memory.max swapped: the order when the limit grows (max before high)
+    growing: tuple[tuple[str, str, str | None], ...] | None
 
 
 @functools.lru_cache(maxsize=256)
 def _layout_of(keys_as_given: tuple[str, ...]) -> _Layout:
-    keys = tuple(sorted(keys_as_given, key=_order))
-    names = tuple(k.partition(" ")[0] for k in keys)
-    ctrls = tuple(controller_of(n) for n in names)
-    return _Layout(keys, names, ctrls, list(dict.fromkeys(names)),
-                   tuple(c for c in ("cpuset", "cpu", "io", "memory") if c in ctrls))
+    keys = sorted(keys_as_given, key=_order)
+    items = tuple((k, k.partition(" ")[0], controller_of(k.partition(" ")[0])) for k in keys)
+    growing = None
+    if "memory.high" in keys and "memory.max" in keys:
+        i, j = keys.index("memory.high"), keys.index("memory.max")
+        swapped = list(items)
+        swapped[i], swapped[j] = items[j], items[i]
+        growing = tuple(swapped)
+    ctrls = {c for _, _, c in items}
+    return _Layout(items, list(dict.fromkeys(f for _, f, _ in items)),
+                   tuple(c for c in ("cpuset", "cpu", "io", "memory") if c in ctrls), growing)
 
 
 def _layout(files: Mapping[str, object]) -> _Layout:
@@ -170,21 +176,19 @@ def _layout(files: Mapping[str, object]) -> _Layout:
 
 
 def _file_writes(fs: CgroupFs, kdir: str, d: DesiredCgroup, layout: _Layout, exists: bool,
-                 available: set[str]) -> list[Write]:
+                 available: set[str], out: list[Write]) -> None:
+    """Append to `out` the writes that give the class cgroup at `kdir` the files it wants."""
     files = d.files
     current = fs.root.read_attrs(kdir, layout.reads) if exists else {}
-    order = list(range(len(layout.keys)))
+    items = layout.items
     # memory.high vs memory.max: shrink -> high first; grow -> max first.
-    if "memory.high" in files and "memory.max" in files and exists:
+    if layout.growing is not None and exists:
         old_max = current.get("memory.max")
         new_max = _limit_num(fmt.parse_limit(files["memory.max"][0]))
         if old_max is not None and new_max > _limit_num(fmt.parse_limit(old_max)):
-            i, j = layout.keys.index("memory.high"), layout.keys.index("memory.max")
-            order[i], order[j] = j, i
+            items = layout.growing
     base = kdir + "/"
-    out: list[Write] = []
-    for k in order:
-        key, file, ctrl = layout.keys[k], layout.names[k], layout.controller_of[k]
+    for key, file, ctrl in items:
         value, reason = files[key]
         ok = ctrl is None or ctrl in available
         old_text = current.get(file)
@@ -201,7 +205,6 @@ def _file_writes(fs: CgroupFs, kdir: str, d: DesiredCgroup, layout: _Layout, exi
         old_s = old_text.strip()
         if not _same(file, old_s, value):
             out.append(Write("write", base + file, _restore(file, old_s), value, reason, ctrl, ok))
-    return out
 
 
 def make_plan(fs: CgroupFs, desired: list[DesiredCgroup]) -> Plan:
@@ -257,7 +260,7 @@ def make_plan(fs: CgroupFs, desired: list[DesiredCgroup]) -> Plan:
                         f"+{ctrl}", f"class {d.cls}: {ctrl} controller for /{d.rel}", ctrl,
                         ctrl in available))
         kdir = f"{fs.mount}/{d.rel}" if d.rel else fs.mount  # Cgroup(fs, d.rel).kernel_path
-        writes.extend(_file_writes(fs, kdir, d, layout, present, available))
+        _file_writes(fs, kdir, d, layout, present, available, writes)
         if d.move_pids:
             cg = Cgroup(fs, d.rel)
         for pid in d.move_pids:

@@ -79,6 +79,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from operator import attrgetter
 
 import numpy as np
 from ortools.linear_solver.python import model_builder_helper as mbh
@@ -143,19 +144,25 @@ def _resources_of(problem: Problem) -> tuple[str, ...]:
 
 def to_arrays(problem: Problem) -> ProblemArrays:
     """Validate `problem` (ValueError for malformed input, InfeasibleError for min > max)."""
-    classes = sorted(problem.classes, key=lambda c: (-c.priority, c.name))
+    # (-priority, name): by name, then a stable sort by priority, descending.
+    classes = sorted(problem.classes, key=attrgetter("name"))
+    classes.sort(key=attrgetter("priority"), reverse=True)
+    n = len(classes)
     names = tuple(c.name for c in classes)
     if len(set(names)) != len(names):
         dup = sorted({n for n in names if names.count(n) > 1})
         raise ValueError(f"class names must be unique: {', '.join(dup)}")
     resources = _resources_of(problem)
     known = set(resources)
-    for c in classes:
-        if not (known.issuperset(c.demand) and known.issuperset(c.min) and known.issuperset(c.max)):
-            extra = (set(c.demand) | set(c.min) | set(c.max)) - known
+    demands = [c.demand for c in classes]
+    mins = [c.min for c in classes]
+    maxes = [c.max for c in classes]
+    for c, d, lo_, mx_ in zip(classes, demands, mins, maxes, strict=True):
+        if not (known.issuperset(d) and known.issuperset(lo_) and known.issuperset(mx_)):
+            extra = (set(d) | set(lo_) | set(mx_)) - known
             raise ValueError(f"class {c.name} names resources without capacity: {sorted(extra)}")
 
-    n, nr = len(classes), len(resources)
+    nr = len(resources)
     weight = np.fromiter((c.weight for c in classes), float, n)
     bad_weight = ~((weight > 0) & np.isfinite(weight))
     if bad_weight.any():
@@ -166,9 +173,9 @@ def to_arrays(problem: Problem) -> ProblemArrays:
     lo = np.empty((nr, n))
     mx = np.empty((nr, n))
     for k, r in enumerate(resources):
-        raw[k] = [c.demand.get(r, 0.0) for c in classes]
-        lo[k] = [c.min.get(r, 0.0) for c in classes]
-        mx[k] = [c.max.get(r, math.inf) for c in classes]
+        raw[k] = [d.get(r, 0.0) for d in demands]
+        lo[k] = [m.get(r, 0.0) for m in mins]
+        mx[k] = [m.get(r, math.inf) for m in maxes]
     _check_values(classes, resources, raw, lo, mx)
 
     capacity = np.array([float(problem.capacity[r]) for r in resources])

@@ -30,6 +30,17 @@ def bindings(alloc: Allocation, kind: str, resource: str = "cpu") -> dict[str | 
 # --- hand-made cases ------------------------------------------------------------------------
 
 
+def test_allocation_tables_by_class_and_by_column():
+    alloc = solve(Problem({"cpu": 1.5, "memory": 8.0}, (cls("a", 1, cpu=1, memory=2), cls("b", 10, cpu=1))))
+    assert alloc.amounts.column("cpu") == pytest.approx({"a": 0.5, "b": 1.0})
+    assert alloc.amounts.column("cpu") == amounts(alloc)
+    assert dict(alloc.amounts["a"]) == pytest.approx({"cpu": 0.5, "memory": 2.0})
+    assert sorted(alloc.amounts) == ["a", "b"] and len(alloc.satisfaction) == 2
+    assert alloc.amounts == {k: alloc.amounts[k] for k in alloc.amounts}  # a Mapping, equal to its dict
+    with pytest.raises(KeyError):
+        alloc.amounts["nope"]
+
+
 def test_weights_decide_under_contention():
     # Ratios w/c: b 10, a 1. b is served in full, a gets the rest.
     alloc = solve(Problem({"cpu": 1.5}, (cls("a", 1, cpu=1), cls("b", 10, cpu=1))))
