@@ -53,6 +53,7 @@ from aios_host.supervisor.placement import Rendezvous, place_ranks, rank_env, re
 from aios_host.supervisor.ports import PortReservation, reserve_port
 from aios_host.supervisor.spec import JobSpec
 from aios_host.supervisor.state import JobState, JobStore, RankState
+from aios_host.supervisor.storehost import StoreHost
 
 log = get_logger("aios_host.supervisor")
 
@@ -109,6 +110,7 @@ class Supervisor:
         self._health: socket.socket | None = None
         self._health_path: str | None = None
         self._port: PortReservation | None = None
+        self._storehost: StoreHost | None = None  # hosts the ranks' TCPStore from a restart on
         self.state: JobState | None = None
         self._last_flush = 0.0
 
@@ -275,6 +277,8 @@ class Supervisor:
                 coord.start()
             if self.node_rank == 0:
                 self._port = reserve_port(self.root, owner=self.key)
+            if spec.nnodes == 1 and spec.restart.max_restarts > 0:
+                self._storehost = StoreHost.spawn(self._base_env())
             self._event("job_start", launcher=kind, backend=backend, nproc=spec.nproc, nnodes=spec.nnodes,
                         node=self.node_rank, cls=spec.cls, cgroup=self.state.cgroup)
             return self._generations(launcher, coord, placements, limits, backend, master_addr, ifname)
@@ -284,6 +288,8 @@ class Supervisor:
     def _finish(self, launcher: Any, coord: Any, lock_fd: int, old_signals: dict[int, Any]) -> None:
         with contextlib.suppress(Exception):
             coord.close()
+        if self._storehost is not None:
+            self._storehost.stop()
         if launcher is not None:
             try:
                 launcher.cleanup()
@@ -374,6 +380,8 @@ class Supervisor:
         if self.node_rank != 0:
             return int(coord.wait_port(gen, timeout_s=600.0))
         assert self._port is not None
+        if self._storehost is not None and self._storehost.up and not self._storehost.failed:
+            self._storehost.close_store()  # the last generation's store frees the port
         if not self._port.rebind():
             self.log.warning("master_port_taken", port=self._port.port)
             self._port.release()
@@ -391,6 +399,13 @@ class Supervisor:
         st = self.state
         assert st is not None
         base = self._base_env()
+        if self._port is not None:
+            self._port.handoff()  # rank 0's TCPStore, or the store host's, binds it next
+        # From a restart on, the store host (if it is up by now) listens before any rank starts.
+        agent_store = (gen > 0 and self._storehost is not None
+                       and self._storehost.open(rdzv.master_port, spec.world_size))
+        if agent_store:
+            base["TORCHELASTIC_USE_AGENT_STORE"] = "True"
         gpus = [p.gpu for p in placements if p.gpu is not None]
         cwd = spec.workdir or os.getcwd()
         argv = spec.argv(sys.executable)
@@ -402,8 +417,6 @@ class Supervisor:
             reqs.append(LaunchRequest(p.rank, p.local_rank, argv, env, cwd, p.cpus, lim, gen))
             self._log_line(p.rank, f"--- aios-host: job {self.key} rank {p.rank} restart {gen} "
                                    f"{time.strftime('%Y-%m-%dT%H:%M:%S%z')} ---\n")
-        if self._port is not None:
-            self._port.handoff()  # rank 0's TCPStore binds it next
         procs = launcher.start(reqs)
         for p, rs in zip(procs, st.ranks, strict=True):
             rs.pid, rs.unit = p.pid, p.unit
@@ -413,7 +426,8 @@ class Supervisor:
             st.limits["applied"] = launcher.limits_state
         st.status = "running"
         self._flush(force=True)
-        self._event("gang_started", restart=gen, pids=[p.pid for p in procs], master_port=rdzv.master_port)
+        self._event("gang_started", restart=gen, pids=[p.pid for p in procs], master_port=rdzv.master_port,
+                    store="store host" if agent_store else "rank 0")
         if gen == 0:
             self.echo(f"started {len(procs)} ranks ({launcher.kind}, {backend}, "
                       f"MASTER_ADDR={rdzv.master_addr}:{rdzv.master_port}); logs: "
