@@ -278,7 +278,8 @@ class Supervisor:
             if self.node_rank == 0:
                 self._port = reserve_port(self.root, owner=self.key)
             if spec.nnodes == 1 and spec.restart.max_restarts > 0:
-                self._storehost = StoreHost.spawn(self._base_env())
+                self._storehost = StoreHost.spawn(
+                    self._base_env(), str(log_dir / "storehost.log") if kind == "cgroup" else os.devnull)
             self._event("job_start", launcher=kind, backend=backend, nproc=spec.nproc, nnodes=spec.nnodes,
                         node=self.node_rank, cls=spec.cls, cgroup=self.state.cgroup)
             return self._generations(launcher, coord, placements, limits, backend, master_addr, ifname)

@@ -49,24 +49,29 @@ class StoreHost:
         self.failed = False
 
     @classmethod
-    def spawn(cls, env: dict[str, str]) -> StoreHost | None:
-        """Start the helper (it dies with the supervisor: PR_SET_PDEATHSIG through setpriv)."""
-        to_r, to_w = os.pipe2(os.O_CLOEXEC)
-        from_r, from_w = os.pipe2(os.O_CLOEXEC)
+    def spawn(cls, env: dict[str, str], stderr_path: str = os.devnull) -> StoreHost | None:
+        """Start the helper (it dies with the supervisor: PR_SET_PDEATHSIG through setpriv). Its
+        stderr goes to `stderr_path` (the job's log directory), not to the user's terminal: a
+        helper that cannot start only means that restarts use rank 0's store."""
         prefix = [p, "--pdeathsig", "KILL", "--"] if (p := shutil.which("setpriv")) else []
         argv = [*prefix, sys.executable, "-m", "aios_host.supervisor.storehost"]
+        to_r, to_w = os.pipe2(os.O_CLOEXEC)
+        from_r, from_w = os.pipe2(os.O_CLOEXEC)
+        try:
+            err = os.open(stderr_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
+        except OSError:
+            err = os.open(os.devnull, os.O_WRONLY | os.O_CLOEXEC)
         try:
             pid = os.posix_spawn(argv[0], argv, env, file_actions=[
-                (os.POSIX_SPAWN_DUP2, to_r, 0), (os.POSIX_SPAWN_DUP2, from_w, 1)])
+                (os.POSIX_SPAWN_DUP2, to_r, 0), (os.POSIX_SPAWN_DUP2, from_w, 1), (os.POSIX_SPAWN_DUP2, err, 2)])
         except OSError as exc:
             log.warning("storehost_spawn_failed", error=str(exc))
-            for fd in (to_r, to_w, from_r, from_w):
+            for fd in (to_w, from_r):
                 os.close(fd)
             return None
         finally:
-            with contextlib.suppress(OSError):
-                os.close(to_r)
-                os.close(from_w)
+            for fd in (to_r, from_w, err):
+                os.close(fd)
         return cls(pid, to_w, from_r)
 
     def _line(self, timeout_s: float) -> str | None:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import time
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 
@@ -63,3 +65,34 @@ def test_stop_ends_the_helper() -> None:
     pid = h.pid
     h.stop()
     assert not os.path.exists(f"/proc/{pid}")
+
+
+def test_a_restarted_gang_rendezvouses_through_the_store_host() -> None:
+    # The failure comes ~4 s after the first collective: the helper, importing torch since the
+    # launch, is up by then (1.3 s here on its own), so generation 1 must use it; generation 0
+    # always uses rank 0's store.
+    from tests.jobs.helpers import GANG, cli, name, status
+
+    job = name("store")
+    r = cli("--log-level", "info", "job", "run", "--name", job, "--nproc", "3", "--max-restarts", "1",
+            "--backoff", "0", *GANG, "--steps", "250", "--step-ms", "20", "--fail-rank", "1",
+            "--fail-step", "200", "--fail-code", "3")
+    assert r.returncode == 0, r.stderr
+    starts = [json.loads(line) for line in r.stderr.splitlines()
+              if line.startswith("{") and '"gang_started"' in line]
+    assert [(e["restart"], e["store"]) for e in starts] == [(0, "rank 0"), (1, "store host")], r.stderr
+    assert "gangcheck: 3 ranks, 250 steps, restart 1: ok" in r.stdout
+    assert status(job)[0]["status"] == "succeeded"
+    assert not _storehosts(), "the store host outlived its job"
+
+
+def _storehosts() -> list[int]:
+    """Live store-host processes (the jobs tests run one job at a time)."""
+    out = []
+    for p in Path("/proc").glob("[0-9]*"):
+        try:
+            if b"aios_host.supervisor.storehost" in (p / "cmdline").read_bytes():
+                out.append(int(p.name))
+        except OSError:
+            continue  # exited meanwhile
+    return out
