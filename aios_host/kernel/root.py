@@ -40,13 +40,13 @@ class SysRoot:
     # -- reads ---------------------------------------------------------------------------------
 
     @staticmethod
-    def _read(p: str, one_record: bool = False) -> str:
+    def _read(p: str, one_record: bool = False, dir_fd: int | None = None) -> str:
         # Kernel files are small and generated per read(2): one raw read of a page-multiple
         # buffer, looped for the rare big ones (memory.stat, io.stat on many devices).
         # one_record: a single-record attribute (a cgroup control file other than cgroup.procs /
         # cgroup.threads, a sysctl value): seq_file produces its whole show() at once and hands it
         # out in one read(2) when the buffer is larger, so a short first read is the end.
-        fd = os.open(p, os.O_RDONLY | os.O_CLOEXEC)
+        fd = os.open(p, os.O_RDONLY | os.O_CLOEXEC, dir_fd=dir_fd)
         try:
             data = os.read(fd, 65536)
             if data and (len(data) == 65536 or not one_record):
@@ -67,6 +67,15 @@ class SysRoot:
             out[name] = self._read_optional(base + name, True)
         return out
 
+    def open_dir(self, kernel_dir: str) -> OpenDir:
+        """Hold a directory open, to read many files below it by short relative paths."""
+        p = self._p(kernel_dir).rstrip("/") or "/"
+        try:
+            fd = os.open(p, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        except OSError as exc:
+            raise KernelError.from_oserror("open", p, exc) from exc
+        return OpenDir(self, p, fd)
+
     def read_text(self, kernel_path: str | PurePosixPath) -> str:
         p = self._p(kernel_path)
         try:
@@ -78,16 +87,18 @@ class SysRoot:
         """Read a file that may legitimately be absent (a controller not enabled, an old kernel)."""
         return self._read_optional(self._p(kernel_path))
 
-    def _read_optional(self, p: str, one_record: bool = False) -> str | None:
+    def _read_optional(self, p: str, one_record: bool = False, dir_fd: int | None = None,
+                       shown: str | None = None) -> str | None:
+        """`p` may be relative to `dir_fd`; errors name `shown` (the whole path) then."""
         try:
-            return self._read(p, one_record)
+            return self._read(p, one_record, dir_fd)
         except FileNotFoundError:
             return None
         except OSError as exc:
             # ENODEV/EOPNOTSUPP: the file exists but the feature is off (e.g. PSI without psi=1).
             if exc.errno in (errno.ENODEV, errno.EOPNOTSUPP, errno.ENXIO):
                 return None
-            raise KernelError.from_oserror("read", p, exc) from exc
+            raise KernelError.from_oserror("read", shown or p, exc) from exc
 
     def exists(self, kernel_path: str | PurePosixPath) -> bool:
         return os.path.exists(self._p(kernel_path))
@@ -162,3 +173,44 @@ class SysRoot:
             os.rmdir(p)
         except OSError as exc:
             raise KernelError.from_oserror("rmdir", p, exc) from exc
+
+
+class OpenDir:
+    """A directory held open (O_DIRECTORY), so that reads below it walk only the last components
+    of their path: the plan reads every class file under one managed root, and on cgroupfs a
+    relative open+close of "class/cpu.weight" costs 6.5 usec against 8.1 for the whole path."""
+
+    def __init__(self, root: SysRoot, path: str, fd: int) -> None:
+        self.root = root
+        self.path = path  # host path, for error messages
+        self.fd: int | None = fd
+
+    def read_attrs(self, rel_dir: str, names: list[str]) -> dict[str, str | None]:
+        """SysRoot.read_attrs of the directory `rel_dir` below this one."""
+        assert self.fd is not None, "closed"
+        base = rel_dir.rstrip("/") + "/" if rel_dir else ""
+        shown = self.path + "/" + base
+        out: dict[str, str | None] = {}
+        for name in names:
+            out[name] = self.root._read_optional(base + name, True, self.fd, shown + name)
+        return out
+
+    def subdirs(self) -> set[str]:
+        """Names of the directories in it (for a cgroup: its child cgroups)."""
+        assert self.fd is not None, "closed"
+        try:
+            with os.scandir(self.fd) as it:
+                return {e.name for e in it if e.is_dir(follow_symlinks=False)}
+        except OSError as exc:
+            raise KernelError.from_oserror("list", self.path, exc) from exc
+
+    def close(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+    def __enter__(self) -> OpenDir:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -79,6 +79,34 @@ def test_read_attrs_reads_each_file_absent_is_none_and_big_ones_whole(tmp_path):
     assert got == {"cpu.weight": "100\n", "memory.max": None, "memory.stat": big}
 
 
+def test_open_dir_reads_below_it_by_relative_paths_like_read_attrs(tmp_path):
+    r = SysRoot(tmp_path)
+    put(tmp_path, "/sys/fs/cgroup/aios.slice/a/cpu.weight", "100\n")
+    put(tmp_path, "/sys/fs/cgroup/aios.slice/b/cpu.weight", "50\n")
+    put(tmp_path, "/sys/fs/cgroup/aios.slice/cgroup.procs", "")
+    with r.open_dir("/sys/fs/cgroup/aios.slice") as d:
+        assert d.subdirs() == {"a", "b"}  # directories only: the cgroup's children
+        assert d.read_attrs("a", ["cpu.weight", "memory.max"]) == r.read_attrs(
+            "/sys/fs/cgroup/aios.slice/a", ["cpu.weight", "memory.max"]) == {"cpu.weight": "100\n", "memory.max": None}
+        assert d.read_attrs("gone", ["cpu.weight"]) == {"cpu.weight": None}
+        (tmp_path / "sys/fs/cgroup/aios.slice/b/io.weight").mkdir()  # EISDIR on read
+        with pytest.raises(KernelError) as exc:
+            d.read_attrs("b", ["io.weight"])
+        assert exc.value.path == str(tmp_path / "sys/fs/cgroup/aios.slice/b/io.weight")  # the whole path
+        fd = d.fd
+    assert d.fd is None
+    try:  # closed on leaving the block (the number may have been reused, not for this directory)
+        assert os.readlink(f"/proc/self/fd/{fd}") != str(tmp_path / "sys/fs/cgroup/aios.slice")
+    except FileNotFoundError:
+        pass
+
+
+def test_open_dir_of_a_missing_directory_is_a_kernel_error(tmp_path):
+    with pytest.raises(KernelError) as exc:
+        SysRoot(tmp_path).open_dir("/sys/fs/cgroup/nope")
+    assert exc.value.errno == errno.ENOENT and exc.value.path.endswith("/sys/fs/cgroup/nope")
+
+
 def test_read_attrs_error_names_the_file(tmp_path):
     r = SysRoot(tmp_path)
     (tmp_path / "sys/fs/cgroup/a/cpu.weight").mkdir(parents=True)  # EISDIR on read
