@@ -61,11 +61,13 @@ class SysRoot:
     def read_attrs(self, kernel_dir: str, names: list[str]) -> dict[str, str | None]:
         """Several single-record attribute files of one directory, as read_optional reads each,
         with one read(2) apiece: what the plan's diff of a thousand cgroups spends its time on."""
-        base = self._p(kernel_dir).rstrip("/") + "/"
-        out: dict[str, str | None] = {}
-        for name in names:
-            out[name] = self._read_optional(base + name, True)
-        return out
+        return self._read_attrs(self._p(kernel_dir).rstrip("/") + "/", names)
+
+    def _read_attrs(self, base: str, names: list[str], dir_fd: int | None = None,
+                    shown: str | None = None) -> dict[str, str | None]:
+        """`base` + each name, relative to `dir_fd` when given; errors name `shown` + name."""
+        shown = base if shown is None else shown
+        return {name: self._read_optional(base + name, True, dir_fd, shown + name) for name in names}
 
     def open_dir(self, kernel_dir: str) -> OpenDir:
         """Hold a directory open, to read many files below it by short relative paths."""
@@ -189,11 +191,7 @@ class OpenDir:
         """SysRoot.read_attrs of the directory `rel_dir` below this one."""
         assert self.fd is not None, "closed"
         base = rel_dir.rstrip("/") + "/" if rel_dir else ""
-        shown = self.path + "/" + base
-        out: dict[str, str | None] = {}
-        for name in names:
-            out[name] = self.root._read_optional(base + name, True, self.fd, shown + name)
-        return out
+        return self.root._read_attrs(base, names, self.fd, self.path + "/" + base)
 
     def subdirs(self) -> set[str]:
         """Names of the directories in it (for a cgroup: its child cgroups)."""

@@ -381,7 +381,7 @@ class Supervisor:
         if self.node_rank != 0:
             return int(coord.wait_port(gen, timeout_s=600.0))
         assert self._port is not None
-        if self._storehost is not None and self._storehost.up and not self._storehost.failed:
+        if self._storehost is not None:
             self._storehost.close_store()  # the last generation's store frees the port
         if not self._port.rebind():
             self.log.warning("master_port_taken", port=self._port.port)

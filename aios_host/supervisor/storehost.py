@@ -47,6 +47,7 @@ class StoreHost:
         self._buf = b""
         self.up = False
         self.failed = False
+        self.port: int | None = None  # of the store it holds now
 
     @classmethod
     def spawn(cls, env: dict[str, str], stderr_path: str = os.devnull) -> StoreHost | None:
@@ -112,10 +113,16 @@ class StoreHost:
         return True
 
     def open(self, port: int, world_size: int) -> bool:
-        return self.ready() and self._ask(f"open {port} {world_size}", f"ready {port}")
+        self.port = None
+        if self.ready() and self._ask(f"open {port} {world_size}", f"ready {port}"):
+            self.port = port
+        return self.port is not None
 
-    def close_store(self) -> bool:
-        return self.ready() and self._ask("close", "closed")
+    def close_store(self) -> None:
+        """Free the port of the store it holds, if any (before the supervisor binds it again)."""
+        if self.port is not None and not self.failed:
+            self._ask("close", "closed")
+        self.port = None
 
     def stop(self) -> None:
         """EOF on its stdin ends it; SIGKILL if it has not gone within a second."""
