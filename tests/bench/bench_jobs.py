@@ -82,7 +82,7 @@ def _launcher(kind: str, job_args: list[str], max_restarts: int, tag: str) -> li
     if kind == "torchrun":
         return [TORCHRUN, "--standalone", f"--nproc-per-node={NPROC}", f"--max-restarts={max_restarts}",
                 "-m", "aios_host.workloads.gangcheck", *job_args]
-    return [PY, "-m", "aios_host.cli_job", "job", "run", "--name", f"bench-{tag}", f"--nproc={NPROC}",
+    return [PY, "-m", "aios_host.cli.job", "job", "run", "--name", f"bench-{tag}", f"--nproc={NPROC}",
             f"--max-restarts={max_restarts}", "--backoff=0", "--quiet", "--",
             "-m", "aios_host.workloads.gangcheck", *job_args]
 
@@ -189,7 +189,7 @@ def allreduce_bare(n: int, args: list[str]) -> None:
 
 
 def allreduce_aios(n: int, args: list[str]) -> None:
-    cmd = [PY, "-m", "aios_host.cli_job", "job", "run", "--name", f"bench-ar-{uuid.uuid4().hex[:6]}",
+    cmd = [PY, "-m", "aios_host.cli.job", "job", "run", "--name", f"bench-ar-{uuid.uuid4().hex[:6]}",
            f"--nproc={n}", "--backend=gloo", "--quiet", "--", "-m", "aios_host.workloads.allreduce", *args]
     r = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=1800, check=False)
     if r.returncode != 0:

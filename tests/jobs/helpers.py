@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[2]
-CLI = [sys.executable, "-m", "aios_host.cli_job"]
+CLI = [sys.executable, "-m", "aios_host.cli.job"]
 GANG = ["--", "-m", "aios_host.workloads.gangcheck"]
 
 

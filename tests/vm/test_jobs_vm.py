@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-CLI = [sys.executable, "-m", "aios_host.cli_job"]  # the `job`/`bench` part of aios-host
+CLI = [sys.executable, "-m", "aios_host.cli.job"]  # the `job`/`bench` part of aios-host
 CG = Path("/sys/fs/cgroup")
 
 RANK_SCRIPT = r'''

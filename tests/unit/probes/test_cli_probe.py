@@ -1,4 +1,4 @@
-"""`aios-host probe ...` (cli_probe): user mistakes are one line and exit 1, never a traceback."""
+"""`aios-host probe ...` (aios_host.cli.probe): user mistakes are one line and exit 1, never a traceback."""
 
 import argparse
 import json
@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from aios_host import cli_probe
+from aios_host.cli import probe as cli_probe
 from tests.unit.probes.fakes import fake_probe_host
 
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from aios_host.cli_job import build_parser, build_spec, main
+from aios_host.cli.job import build_parser, build_spec, main
 
 
 def test_bad_spec_one_line_nothing_started(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -1,12 +1,10 @@
-"""aios-host command line. Every user mistake is one line on stderr and a non-zero exit."""
+"""`aios-host doctor` and `aios-host snapshot`: what this host can do, and its cgroup tree, read-only."""
 
 from __future__ import annotations
 
 import argparse
-from collections.abc import Sequence
 from dataclasses import asdict
 
-from aios_host import __version__, cli_base, cli_job, cli_policy, cli_probe
 from aios_host.kernel.cgroup import CgroupFs, sample
 from aios_host.kernel.features import Features, Status, detect_features
 from aios_host.kernel.inventory import read_inventory
@@ -85,7 +83,7 @@ def cmd_snapshot(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_host_commands(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+def add_parsers(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
     d = sub.add_parser("doctor", parents=[common], help="what this host can do, and what is missing")
     d.set_defaults(func=cmd_doctor)
 
@@ -93,16 +91,3 @@ def _add_host_commands(sub: argparse._SubParsersAction, common: argparse.Argumen
     s.add_argument("--cgroup", default="", help="subtree to show (default: the whole tree)")
     s.add_argument("--depth", type=int, default=None, help="maximum depth below --cgroup")
     s.set_defaults(func=cmd_snapshot)
-
-
-def build_parser() -> argparse.ArgumentParser:
-    p = cli_base.build_parser(
-        _add_host_commands, cli_policy.add_parsers, cli_probe.add_parsers, cli_job.add_parsers,
-        description=__doc__,
-    )
-    p.add_argument("--version", action="version", version=f"aios-host {__version__}")
-    return p
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    return cli_base.run(build_parser().parse_args(argv))

@@ -1,7 +1,7 @@
 """`aios-host probe list | run | stats`: the eBPF probes from the command line.
 
-Wired into aios_host/cli.py with `cli_probe.add_parsers(sub, common)`. Until then (and for
-debugging) `python -m aios_host.cli_probe ACTION ...` runs the same commands.
+Registered in aios_host.cli's build_parser; for debugging, `python -m aios_host.cli.probe ACTION ...`
+runs the same commands.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from dataclasses import asdict
 from typing import Any
 
+from aios_host.cli import base as cli_base
 from aios_host.errors import AiosError
 from aios_host.kernel.root import SysRoot
 from aios_host.output import print_json
@@ -203,15 +204,11 @@ def add_parsers(sub: argparse._SubParsersAction, common: argparse.ArgumentParser
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from aios_host import cli_base
-
     return cli_base.build_parser(add_parsers)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """`python -m aios_host.cli_probe ACTION ...` == `aios-host probe ACTION ...`."""
-    from aios_host import cli_base
-
+    """`python -m aios_host.cli.probe ACTION ...` == `aios-host probe ACTION ...`."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if "probe" not in argv:
         at = next((i for i, a in enumerate(argv) if a in ("list", "run", "stats")), len(argv))

@@ -2,7 +2,8 @@
 
 `job run` stays in the foreground until the job ends and exits with its status (like torchrun and
 srun); rank output is shown with a [rankN]: prefix and kept in the rank logs. `--detach` starts the
-supervisor in the background and returns once the ranks are up (like systemd-run).
+supervisor in the background and returns once the ranks are up (like systemd-run): that supervisor
+is `python -m aios_host.cli.job ...`, this module run on its own with only `job` and `bench`.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from aios_host.cli import base as cli_base
 from aios_host.errors import AiosError
 from aios_host.kernel.root import SysRoot
 from aios_host.output import print_json
@@ -122,7 +124,7 @@ def _detach(args: argparse.Namespace, spec: Any, spec_file: str | None, root: Sy
     before = store.load(probe.key).started_unix if probe.key in store.keys() else None
     with open(sup_log, "ab") as out, open(os.devnull, "rb") as devnull:
         child = subprocess.Popen(
-            [sys.executable, "-m", "aios_host.cli_job", "--log-level", "info", "job", "run", "--quiet",
+            [sys.executable, "-m", "aios_host.cli.job", "--log-level", "info", "job", "run", "--quiet",
              "--root", args.root, "--spec-json", str(spec_json)],
             stdin=devnull, stdout=out, stderr=out, start_new_session=True, close_fds=True,
         )
@@ -494,14 +496,10 @@ def add_parsers(sub: argparse._SubParsersAction, common: argparse.ArgumentParser
 def build_parser() -> argparse.ArgumentParser:
     """A parser with only `job` and `bench`, the same flags as in aios-host's: lets the detached
     supervisor (and tests) run without the rest of the CLI."""
-    from aios_host import cli_base
-
     return cli_base.build_parser(add_parsers)
 
 
 def main(argv: list[str] | None = None) -> int:
-    from aios_host import cli_base
-
     return cli_base.run(build_parser().parse_args(argv))
 
 

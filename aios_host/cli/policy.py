@@ -1,4 +1,4 @@
-"""`aios-host policy check | diff | apply | rollback | explain | schema`."""
+"""`aios-host policy check | diff | apply | rollback | explain | schema`: the policy command group."""
 
 from __future__ import annotations
 

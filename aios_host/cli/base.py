@@ -1,8 +1,8 @@
 """What every aios-host command line shares: global options, the parser skeleton, and running a
 parsed command so that a user mistake is one line on stderr and a non-zero exit.
 
-cli.py builds the whole tool from it; cli_job and cli_probe also build standalone parsers from it
-(`python -m aios_host.cli_job` is how a detached supervisor runs).
+aios_host.cli builds the whole tool from it; cli.job and cli.probe also build standalone parsers from
+it (`python -m aios_host.cli.job` is how a detached supervisor runs).
 """
 
 from __future__ import annotations
