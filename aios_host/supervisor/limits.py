@@ -1,13 +1,21 @@
-"""The class's allocation from the policy engine -> limits of each rank.
+"""The class's values from the policy engine -> limits of each rank.
 
-A job names a policy class. Its ranks together get what the solver gives that class on this host,
-divided equally between the local ranks:
+A job names a policy class. Its ranks together get what the policy writes on that class's cgroup
+on this host, divided equally between the local ranks. The class's values are not recomputed here:
+class_share runs the same engine steps as `policy apply` (capacity, problem, solve, exclusive cores)
+and takes the class cgroup's files from mapping.desired_state, so a rank's limits and the class
+cgroup's can never follow two formulas:
 
-    CPUWeight=    the class's weight (siblings in the job's slice share by it)
-    CPUQuota=     the class's cpu.max / nproc (only where the class has a max)
-    AllowedCPUs=  the class's exclusive cores, split in contiguous whole-core blocks
-    MemoryHigh=   the class's memory.high ("auto": allocation + 25%) / nproc
-    MemoryMax=    the class's memory.max / nproc
+    CPUWeight=    the class cgroup's cpu.weight (not divided: it is relative, and a rank's siblings
+                  are ranks of the same class, which all get the same value)
+    CPUQuota=     the class cgroup's cpu.max / nproc (only where the class has a max)
+    AllowedCPUs=  the class's exclusive cores (its cpuset.cpus), split in contiguous blocks
+    MemoryHigh=   the class cgroup's memory.high / nproc (so "auto" is mapping's: the memory after
+                  the reserve less every other class's protection, capped at memory.max)
+    MemoryMax=    the class cgroup's memory.max / nproc
+
+Memory sizes are divided in whole pages, rounded down, so nproc ranks never add up to more than the
+class: a rank's value x nproc is within nproc pages below the class's.
 
 Where the policy comes from: the spec's `policy`, else the policy of the last `policy apply`
 on this host (/run/aios-host/state.json). Without either, ranks run without limits of their own
@@ -16,7 +24,6 @@ on this host (/run/aios-host/state.json). Without either, ranks run without limi
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -27,18 +34,16 @@ from aios_host.log import get_logger
 
 log = get_logger("aios_host.supervisor.limits")
 PAGE = 4096
-AUTO_HIGH_HEADROOM = 1.25  # as policy/mapping.py
 
 
 @dataclass(frozen=True)
 class ClassShare:
-    """What one class gets on this host, in absolute units."""
+    """What one class gets on this host: the values desired_state writes on its cgroup, parsed."""
 
     name: str
-    weight: int
-    cpu_cores: float  # the solver's allocation
-    cpu_max_cores: float | None
-    memory_bytes: float
+    cpu_weight: int  # the class cgroup's cpu.weight
+    cpu_cores: float  # the solver's allocation (placement sizes thread counts by it)
+    cpu_max_cores: float | None  # the class cgroup's cpu.max, in cores; None: no cpu.max written
     memory_high_bytes: int | None
     memory_max_bytes: int | None
     exclusive_cpus: tuple[int, ...] = ()
@@ -110,7 +115,7 @@ def split_limits(share: ClassShare, nproc: int, placements_cpus: list[tuple[int,
         if share.cpu_max_cores is not None:
             quota = max(1.0, 100.0 * share.cpu_max_cores / nproc)
         out.append(RankLimits(
-            cpu_weight=share.weight,
+            cpu_weight=share.cpu_weight,
             cpu_quota_percent=quota,
             allowed_cpus=blocks[lr] if blocks else placements_cpus[lr],
             memory_high_bytes=_page(share.memory_high_bytes / nproc) if share.memory_high_bytes else None,
@@ -134,17 +139,20 @@ def applied_policy_path(root: SysRoot) -> str | None:
 
 
 def class_share(policy_path: str, cls: str, inv: Inventory) -> ClassShare:
-    """Run the policy engine (no usage sample: a class's demand is its max or the host) and
-    return `cls`'s share. Raises AiosError if the policy has no such class."""
+    """Run the policy engine as `policy apply` does, without a usage sample (a class's demand is its
+    max or the host), and return the values desired_state gives `cls`'s cgroup. Raises AiosError if
+    the policy has no such class."""
+    from aios_host.kernel import cgroup_format as fmt
     from aios_host.policy.demand import build_problem, capacity
     from aios_host.policy.engine import assign
+    from aios_host.policy.mapping import desired_state
     from aios_host.policy.schema import load_policy
     from aios_host.policy.solver import solve
-    from aios_host.policy.units import Quantity
+    from aios_host.policy.targets import ClassTarget
 
     policy = load_policy(policy_path)
     try:
-        spec = policy.cls(cls)
+        policy.cls(cls)
     except KeyError:
         names = ", ".join(c.name for c in policy.classes) or "none"
         raise AiosError(f"{policy_path}: no class {cls!r} (classes: {names}); fix the job's class") from None
@@ -152,29 +160,27 @@ def class_share(policy_path: str, cls: str, inv: Inventory) -> ClassShare:
     smt = max(len(c) for c in inv.cores) if inv.cores else 1
     alloc = solve(build_problem(policy, cap, {}, smt=smt))
     cores = assign(policy, inv)
-    a = alloc.amounts[cls]
-    mem_alloc = float(a["memory"])
-    mem_max = spec.memory.max.resolve(cap.memory_bytes) if spec.memory.max is not None else None
-    high: float | None
-    if spec.memory.high == "auto":
-        high = mem_alloc * AUTO_HIGH_HEADROOM
-        if mem_max is not None:
-            high = min(high, mem_max)
-    elif isinstance(spec.memory.high, Quantity):
-        high = spec.memory.high.resolve(cap.memory_bytes)
-    else:
-        high = None
+    managed_root = policy.host.managed_root.strip("/")
+    # Every class as its one owned cgroup <managed_root>/<name>: that is where the job's ranks run.
+    # (A class matched to several existing cgroups has its values divided between them by
+    # desired_state; its jobs still run under <managed_root>/<name> and get the class's whole values.)
+    targets = {c.name: ClassTarget(c.name, (f"{managed_root}/{c.name}",), owned=True) for c in policy.classes}
+    desired = desired_state(policy, targets, alloc, cores, inv, cap.cpu_cores, cap.memory_bytes)
+    files = {f: value for f, (value, _) in next(d for d in desired if d.cls == cls).files.items()}
+    cpu_max = fmt.parse_cpu_max(files["cpu.max"]) if "cpu.max" in files else None
     return ClassShare(
         name=cls,
-        weight=spec.weight,
-        cpu_cores=float(a["cpu"]),
-        cpu_max_cores=spec.cpu.max.resolve(cap.cpu_cores) if spec.cpu.max is not None else None,
-        memory_bytes=mem_alloc,
-        memory_high_bytes=int(high) if high is not None and math.isfinite(high) else None,
-        memory_max_bytes=int(mem_max) if mem_max is not None else None,
-        exclusive_cpus=tuple(cores.cpus.get(cls, ())),
+        cpu_weight=int(files["cpu.weight"]),
+        cpu_cores=float(alloc.amounts[cls]["cpu"]),
+        cpu_max_cores=cpu_max.cores if cpu_max is not None else None,
+        memory_high_bytes=int(files["memory.high"]) if "memory.high" in files else None,
+        memory_max_bytes=int(files["memory.max"]) if "memory.max" in files else None,
+        # The exclusive cores desired_state wrote as the class's cpuset.cpus (the same assignment):
+        # a class without exclusive cores may also get a cpuset.cpus (the cores not held
+        # exclusively), which is not the class's own to split between ranks.
+        exclusive_cpus=fmt.parse_cpu_list(files["cpuset.cpus"]) if cls in cores.cpus else (),
         policy=policy_path,
-        managed_root=policy.host.managed_root.strip("/"),
+        managed_root=managed_root,
     )
 
 
