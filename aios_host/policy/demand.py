@@ -1,9 +1,15 @@
-"""Snapshot of the host -> the solver's Problem.
+"""Snapshot of the host -> the solver's Problem: CPU, the one resource the engine allocates.
 
-Demand c_ir = measured usage x (1 + PRESSURE_GAIN * PSI some avg10 / 100): a class stalled on a
-resource asks for more than it now uses (25% stalled -> 50% more). A class with nothing measured
-(a new cgroup, no processes) asks for its max, or the whole capacity. Guarantees: cpu.min (an
-exclusive class: its whole cores), memory max(min, low).
+CPU demand = measured usage x (1 + PRESSURE_GAIN * cpu PSI some avg10 / 100): a class stalled on
+CPU asks for more than it now uses (25% stalled -> 50% more). A class with nothing measured (a new
+cgroup, no processes) asks for its max, or the whole capacity. Guarantee: cpu.min (an exclusive
+class: its whole cores). The allocation drives cpu.weight (mapping.py).
+
+Memory and io are not in the Problem: every memory file is written as the policy says (mapping.py)
+and io.weight is the class's io.weight or weight, so an LP allocation of either would be a number
+nothing uses. The memory guarantees (max(min, low) of each class) are still checked against the
+memory after the reserve, with the solver's message (check_memory_guarantees), because the kernel
+cannot honour protections that add up to more than the host has.
 
 Run-queue latency (eBPF, aios_host.probes) is the same signal seen from the scheduler: a class
 whose run-queue p99 is above RUNQ_TARGET_USEC waits for CPU, so its CPU demand is raised by
@@ -20,6 +26,7 @@ from aios_host.kernel.cgroup import CgroupFs
 from aios_host.kernel.inventory import Inventory
 from aios_host.policy.problem import ClassDemand, Problem
 from aios_host.policy.schema import Policy
+from aios_host.policy.solver import check_guarantees
 from aios_host.policy.targets import ClassTarget
 
 PRESSURE_GAIN = 2.0
@@ -30,9 +37,11 @@ RUNQ_GAIN = 0.5
 @dataclass(frozen=True)
 class ClassUsage:
     cpu_cores: float | None = None
+    # Ignored: memory is not allocated (module docstring) and measure() no longer reads it. Kept so
+    # that callers which still pass it (tests/unit/model, tests/bench/bench_decide.py) keep working.
     memory_bytes: float | None = None
     cpu_some_avg10: float = 0.0
-    memory_some_avg10: float = 0.0
+    memory_some_avg10: float = 0.0  # ignored, as memory_bytes
     runq_p99_usec: float | None = None  # from the sched probe; None without eBPF
 
 
@@ -53,7 +62,7 @@ class Capacity:
     memory_total_bytes: float
 
     def as_problem(self) -> dict[str, float]:
-        return {"cpu": self.cpu_cores, "memory": self.memory_bytes, "io": 1.0}
+        return {"cpu": self.cpu_cores}
 
 
 def capacity(policy: Policy, inv: Inventory) -> Capacity:
@@ -67,20 +76,18 @@ def capacity(policy: Policy, inv: Inventory) -> Capacity:
 
 
 def measure(fs: CgroupFs, targets: dict[str, ClassTarget], interval_s: float) -> dict[str, ClassUsage]:
-    """CPU rate over `interval_s`, memory.current and PSI of each class's existing cgroups."""
+    """CPU rate over `interval_s` and CPU PSI of each class's existing cgroups."""
 
-    def read(rel: str) -> tuple[int | None, int | None, float, float]:
+    def read(rel: str) -> tuple[int | None, float]:
         if not fs.exists(rel):
-            return None, None, 0.0, 0.0
+            return None, 0.0
         cg = fs.cgroup(rel)
         if not cg.read_optional("cgroup.procs") or not cg.populated():
-            return None, None, 0.0, 0.0
+            return None, 0.0
         stat = cg.read_optional("cpu.stat")
         usage = int(stat.split("usage_usec", 1)[1].split()[0]) if stat and "usage_usec" in stat else None
-        mem = cg.read_optional("memory.current")
-        cpu_p, mem_p = cg.pressure("cpu"), cg.pressure("memory")
-        return (usage, int(mem) if mem else None,
-                cpu_p.some.avg10 if cpu_p else 0.0, mem_p.some.avg10 if mem_p else 0.0)
+        cpu_p = cg.pressure("cpu")
+        return usage, cpu_p.some.avg10 if cpu_p else 0.0
 
     first = {n: [read(r) for r in t.cgroups] for n, t in targets.items()}
     if interval_s > 0:
@@ -88,27 +95,45 @@ def measure(fs: CgroupFs, targets: dict[str, ClassTarget], interval_s: float) ->
     out: dict[str, ClassUsage] = {}
     for name, t in targets.items():
         second = [read(r) for r in t.cgroups]
-        cpu = mem = None
-        cpu_p = mem_p = 0.0
+        cpu = None
+        cpu_p = 0.0
         for a, b in zip(first[name], second, strict=True):
             if a[0] is not None and b[0] is not None and interval_s > 0:
                 cpu = (cpu or 0.0) + max(0, b[0] - a[0]) / 1e6 / interval_s
-            if b[1] is not None:
-                mem = (mem or 0.0) + b[1]
-            cpu_p, mem_p = max(cpu_p, b[2]), max(mem_p, b[3])
-        out[name] = ClassUsage(cpu, mem, cpu_p, mem_p)
+            cpu_p = max(cpu_p, b[1])
+        out[name] = ClassUsage(cpu_cores=cpu, cpu_some_avg10=cpu_p)
     return out
+
+
+def check_memory_guarantees(policy: Policy, memory_bytes: float) -> None:
+    """Raise InfeasibleError when the memory protections (max(min, low) per class) add up to more
+    than `memory_bytes`, or a class's protection exceeds its memory.max. Memory is not allocated,
+    but the solver's guarantee check says this in the same words, so it is given the guarantees as
+    a Problem of its own (demand 0: check_guarantees only reads mins and maxes)."""
+    classes = []
+    for spec in policy.classes:
+        mem = spec.memory
+        if mem.min is None and mem.low is None:
+            continue
+        protection = max(q.resolve(memory_bytes) for q in (mem.min, mem.low) if q is not None)
+        cap = {"memory": mem.max.resolve(memory_bytes)} if mem.max is not None else {}
+        classes.append(ClassDemand(spec.name, 1.0, 0, {"memory": 0.0}, {"memory": protection}, cap))
+    if classes:
+        check_guarantees(Problem({"memory": memory_bytes}, tuple(classes)))
 
 
 def build_problem(
     policy: Policy, cap: Capacity, usage: dict[str, ClassUsage], smt: int = 1
 ) -> Problem:
-    cpu_cap, mem_cap = cap.cpu_cores, cap.memory_bytes
+    """The CPU problem of `policy` on this host; InfeasibleError first if its memory guarantees
+    cannot be met (the CPU guarantees are checked by the solver)."""
+    check_memory_guarantees(policy, cap.memory_bytes)
+    cpu_cap = cap.cpu_cores
     none = ClassUsage()
     classes = []
     for spec in policy.classes:
         u = usage.get(spec.name, none)
-        cpu, mem = spec.cpu, spec.memory
+        cpu = spec.cpu
         mins: dict[str, float] = {}
         maxes: dict[str, float] = {}
         if cpu.max is not None:
@@ -122,14 +147,5 @@ def build_problem(
             if cpu.exclusive:
                 # Whole physical cores, every SMT sibling; exactly its cores: no more, no less.
                 mins["cpu"] = maxes["cpu"] = cpu_demand = mins["cpu"] * smt
-        if mem.min is not None or mem.low is not None:
-            mins["memory"] = max(q.resolve(mem_cap) for q in (mem.min, mem.low) if q is not None)
-        if mem.max is not None:
-            maxes["memory"] = mem.max.resolve(mem_cap)
-        if u.memory_bytes is not None:
-            mem_demand = u.memory_bytes * (1 + PRESSURE_GAIN * u.memory_some_avg10 / 100)
-        else:
-            mem_demand = maxes.get("memory", mem_cap)
-        demand = {"cpu": cpu_demand, "memory": mem_demand, "io": 1.0}
-        classes.append(ClassDemand(spec.name, float(spec.weight), spec.priority, demand, mins, maxes))
+        classes.append(ClassDemand(spec.name, float(spec.weight), spec.priority, {"cpu": cpu_demand}, mins, maxes))
     return Problem(capacity=cap.as_problem(), classes=tuple(classes))

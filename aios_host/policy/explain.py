@@ -1,27 +1,22 @@
-"""Why the allocation is what it is: which constraints bind and what relaxing them is worth."""
+"""Why the allocation is what it is: which constraints bind and what relaxing them is worth.
+
+Only what the LP allocates is explained: CPU (problem.py). Memory and io files are written as the
+policy says, so there is no memory or io allocation to explain; the last sentence says so.
+"""
 
 from __future__ import annotations
 
 from aios_host.policy.engine import Decision
-from aios_host.policy.problem import UNITS, Binding
-from aios_host.policy.units import format_bytes
-
-GIB = float(1 << 30)
+from aios_host.policy.problem import Binding
 
 
 def _amount(resource: str, v: float) -> str:
-    if resource == "memory":
-        return format_bytes(v)
-    if resource == "cpu":
-        return f"{v:.2f} cores"
-    return f"{v:.2f}"
+    return f"{v:.2f} cores" if resource == "cpu" else f"{v:.3g}"
 
 
 def _per_unit(resource: str, dual: float) -> tuple[float, str]:
-    """Duals are per native unit; bytes are unreadable, so memory is shown per GiB."""
-    if resource == "memory":
-        return dual * GIB, "GiB"
-    return dual, {"cpu": "core", "io": "unit of I/O share"}.get(resource, UNITS.get(resource, ""))
+    """Duals are per native unit: per core for cpu."""
+    return dual, "core" if resource == "cpu" else "unit"
 
 
 def marginal_class(d: Decision, b: Binding) -> str | None:
@@ -52,13 +47,15 @@ def sentences(d: Decision) -> list[str]:
             out.append(f"{b.cls}: {b.resource} held at its {b.kind} {_amount(b.resource, bound)}{worth}")
         elif b.kind == "demand":
             out.append(f"{b.cls}: {b.resource} fully served (its whole demand)")
+    out.append("memory and io are not allocated: memory.min/low/high/max and io.weight are written"
+               " as the policy says (see `policy diff`)")
     return out
 
 
 def table_rows(d: Decision) -> list[tuple[object, ...]]:
     rows = []
     for c in d.problem.classes:
-        for r in ("cpu", "memory", "io"):
+        for r in d.problem.capacity:
             a = d.allocation.amounts[c.name][r]
             x = d.allocation.satisfaction[c.name][r]
             rows.append((

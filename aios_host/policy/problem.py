@@ -1,6 +1,11 @@
 """The solver's input and output: plain frozen values, no pydantic, no kernel.
 
-Units: cpu in cores, memory in bytes, io as a fraction of the host's I/O share (capacity 1.0).
+The engine allocates one resource, cpu, in cores: cpu.weight is written from the allocation
+(mapping.py). Memory and io are not allocated: nothing could write such an allocation without
+overriding what the policy says (memory.min/low/high/max are the policy's, io.weight is its weight),
+so demand.py leaves them out and explain shows no allocation that nothing uses. The solver itself is
+generic over resource names (its tests use several, memory in bytes among them).
+
 For class i and resource r the solver picks x[i][r] in [0, 1], the satisfied fraction of demand
 c[i][r]; the allocation is a[i][r] = x[i][r] * c[i][r]. The seed LP, per resource:
 
@@ -19,8 +24,11 @@ from typing import NamedTuple
 
 from aios_host.errors import AiosError
 
-RESOURCES = ("cpu", "memory", "io")
-UNITS = {"cpu": "cores", "memory": "bytes", "io": "share"}
+# The resources decide() allocates, in display order; others a Problem names come after, by name.
+RESOURCES = ("cpu",)
+# Units of the resources messages name: cpu allocations, and memory guarantees, which are checked
+# against the capacity (demand.check_memory_guarantees) though never allocated.
+UNITS = {"cpu": "cores", "memory": "bytes"}
 
 
 _NONE: Mapping[str, float] = MappingProxyType({})

@@ -43,8 +43,8 @@ Conventions:
 - Each resource is its own LP (no constraint couples resources), but all contended resources of a
   tier are solved in one GLOP model. A resource of a tier that fits entirely, or that has nothing
   left above its mins, needs no LP: its answer is the bound.
-- Numerics: each resource is scaled by its tier capacity before GLOP sees it (memory is in bytes:
-  coefficients of 1e10 are poor for a simplex). Demands and mins at or below 1e-9 of the capacity
+- Numerics: each resource is scaled by its tier capacity before GLOP sees it (a resource in bytes
+  would give coefficients of 1e10, poor for a simplex). Demands and mins at or below 1e-9 of the capacity
   count as 0 (`NEGLIGIBLE`). Results are clamped to the bounds, tiny negatives to 0, and a tier's
   amounts are scaled down above the mins if GLOP's tolerance left them over the capacity, so
   sum_i a_ir <= C_r holds.
@@ -56,8 +56,8 @@ Explanation (`Allocation.bindings`): for each tier and resource a `capacity` bin
 used all the capacity left to it, and per class a `min`, `max` or `demand` binding when its amount
 sits on that bound (a class pinned by a min above its demand has both `min` and `demand`).
 
-`dual` is in objective units (sum w_i x_ir of that tier) per NATIVE unit of the resource: per core,
-per BYTE of memory (the explain layer converts to GiB), per unit of I/O share; always >= 0, as the
+`dual` is in objective units (sum w_i x_ir of that tier) per NATIVE unit of the resource (per core
+for cpu, the one resource decide() allocates; per byte for a resource in bytes); always >= 0, as the
 gain from relaxing the bound by one unit:
 
 - capacity: what one more unit would add to the tier's objective. For this LP that is the best
@@ -236,13 +236,11 @@ def _num(value: float) -> str:
 
 
 def _amount(resource: str, value: float) -> str:
-    """A human amount: '12 cores', '7.5 GiB', '30% I/O share'."""
+    """A human amount: '12 cores', '7.5 GiB' (memory guarantees are checked, demand.py)."""
     if resource == "memory":
         return f"{_num(value / GIB)} GiB"
     if resource == "cpu":
         return f"{_num(value)} core" if value == 1 else f"{_num(value)} cores"
-    if resource == "io":
-        return f"{_num(100 * value)}% I/O share"
     return f"{_num(value)} {UNITS.get(resource, 'units')}"
 
 
