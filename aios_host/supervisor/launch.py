@@ -29,13 +29,13 @@ import os
 import select
 import shutil
 import signal
-import subprocess
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
 from aios_host.errors import AiosError, KernelError
+from aios_host.kernel import systemd
 from aios_host.kernel.cgroup import Cgroup, CgroupFs
 from aios_host.log import get_logger
 from aios_host.supervisor.causes import LAUNCH_CGROUP_CODE, ExitStatus
@@ -356,26 +356,6 @@ def systemd_run_argv(
     return argv
 
 
-def _systemctl_show(units: Sequence[str], props: Sequence[str]) -> list[dict[str, str]]:
-    out = subprocess.run(
-        ["systemctl", "show", *[f"--property={p}" for p in props], "--", *units],
-        capture_output=True, text=True, check=False, timeout=30,
-    )
-    if out.returncode != 0:
-        raise AiosError(f"systemctl show {' '.join(units)} failed: {out.stderr.strip()}")
-    blocks: list[dict[str, str]] = []
-    cur: dict[str, str] = {}
-    for line in out.stdout.splitlines() + [""]:
-        if not line:
-            if cur:
-                blocks.append(cur)
-            cur = {}
-            continue
-        k, _, v = line.partition("=")
-        cur[k] = v
-    return blocks
-
-
 class SystemdLauncher:
     """One transient service per rank (systemd-run), in aios-<class>-jobs.slice."""
 
@@ -396,18 +376,16 @@ class SystemdLauncher:
     def start(self, reqs: Sequence[LaunchRequest]) -> list[RankProc]:
         names = [unit_name(self.key, r.restart, r.rank) for r in reqs]
         # A unit of that name left by a crashed supervisor would make systemd-run fail.
-        subprocess.run(["systemctl", "reset-failed", "--", *names], capture_output=True, check=False)
-        runs = [subprocess.Popen(systemd_run_argv(u, self.slice, r, self.key, self.grace),
-                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-                for u, r in zip(names, reqs, strict=True)]
+        systemd.reset_failed(names)
+        results = systemd.run_transient([systemd_run_argv(u, self.slice, r, self.key, self.grace)
+                                         for u, r in zip(names, reqs, strict=True)])
         errors = []
-        for u, p in zip(names, runs, strict=True):
-            _, err = p.communicate(timeout=120)
-            if p.returncode != 0:
-                errors.append(f"{u}: {err.strip() or f'systemd-run exit {p.returncode}'}")
+        for u, err in zip(names, results, strict=True):
+            if err is not None:
+                errors.append(f"{u}: {err}")
             else:
                 self.units.append(u)
-        shows = _systemctl_show(names, ["Id", "MainPID", "ControlGroup"]) if self.units else []
+        shows = systemd.show(names, ["Id", "MainPID", "ControlGroup"]) if self.units else []
         by_id = {b.get("Id"): b for b in shows}
         procs = []
         for u, r in zip(names, reqs, strict=True):
@@ -432,7 +410,7 @@ class SystemdLauncher:
         # systemd learns of the exit from SIGCHLD a moment after our pidfd fires.
         deadline = time.monotonic() + 10.0
         while True:
-            b = _systemctl_show([proc.unit], ["ExecMainCode", "ExecMainStatus", "Result", "ActiveState"])[0]
+            b = systemd.show([proc.unit], ["ExecMainCode", "ExecMainStatus", "Result", "ActiveState"])[0]
             code = int(b.get("ExecMainCode") or 0)
             if code in (os.CLD_EXITED, os.CLD_KILLED, os.CLD_DUMPED) or time.monotonic() > deadline:
                 proc.status = ExitStatus.from_systemd(code or os.CLD_KILLED,
@@ -446,9 +424,7 @@ class SystemdLauncher:
 
     def signal_all(self, procs: Sequence[RankProc], sig: int) -> None:
         units = [p.unit for p in procs if p.unit and p.started]
-        if units:
-            subprocess.run(["systemctl", "kill", f"--signal={int(sig)}", "--", *units],
-                           capture_output=True, check=False)
+        systemd.kill(units, sig)
 
     def kill_all(self, procs: Sequence[RankProc]) -> None:
         for p in procs:
@@ -458,8 +434,7 @@ class SystemdLauncher:
                 p.cgroup.kill()
             except AiosError:
                 if p.unit:  # cgroup already gone, or no cgroup.kill (< 5.14)
-                    subprocess.run(["systemctl", "kill", "--signal=KILL", "--", p.unit],
-                                   capture_output=True, check=False)
+                    systemd.kill([p.unit], signal.SIGKILL)
 
     def wait_empty(self, procs: Sequence[RankProc], timeout_s: float) -> bool:
         return wait_unpopulated([p.cgroup for p in procs if p.cgroup is not None], timeout_s)
@@ -477,14 +452,12 @@ class SystemdLauncher:
     def finish_gang(self, procs: Sequence[RankProc]) -> None:
         units = [p.unit for p in procs if p.unit and p.started]
         if units:
-            subprocess.run(["systemctl", "stop", "--", *units], capture_output=True, check=False)
-            subprocess.run(["systemctl", "reset-failed", "--", *units], capture_output=True, check=False)
+            systemd.stop_and_reset(units)
             for u in units:
                 if u in self.units:
                     self.units.remove(u)
 
     def cleanup(self) -> None:
         if self.units:
-            subprocess.run(["systemctl", "stop", "--", *self.units], capture_output=True, check=False)
-            subprocess.run(["systemctl", "reset-failed", "--", *self.units], capture_output=True, check=False)
+            systemd.stop_and_reset(self.units)
             self.units = []
