@@ -19,16 +19,14 @@ def _per_unit(resource: str, dual: float) -> tuple[float, str]:
     return dual, "core" if resource == "cpu" else "unit"
 
 
-def marginal_class(d: Decision, b: Binding) -> str | None:
-    """The class that would get more of a binding capacity: a partly served one in that tier."""
-    best = None
-    for c in d.problem.classes:
-        if c.priority != b.tier:
-            continue
-        x = d.allocation.satisfaction[c.name].get(b.resource, 1.0)
-        if x < 1 - 1e-6 and (best is None or c.weight > best[0]):
-            best = (c.weight, c.name)
-    return best[1] if best else None
+def _to(b: Binding, unit: str) -> str:
+    """Who the next unit of a binding capacity goes to: the solver's marginal classes (the best
+    weight per unit of demand among those below their max or demand), not the heaviest class."""
+    if not b.to:
+        return ""
+    if len(b.to) == 1:
+        return f", to class {b.to[0]}"
+    return f", shared by classes {', '.join(b.to)} (equal weight per {unit} of demand)"
 
 
 def sentences(d: Decision) -> list[str]:
@@ -36,9 +34,7 @@ def sentences(d: Decision) -> list[str]:
     for b in d.allocation.bindings:
         if b.kind == "capacity":
             value, unit = _per_unit(b.resource, b.dual)
-            who = marginal_class(d, b)
-            tail = f" to class {who}" if who else ""
-            out.append(f"{b.resource} binds (tier {b.tier}): one more {unit} is worth {value:.3g}{tail}")
+            out.append(f"{b.resource} binds (tier {b.tier}): one more {unit} is worth {value:.3g}{_to(b, unit)}")
         elif b.kind in ("min", "max"):
             c = next(c for c in d.problem.classes if c.name == b.cls)
             bound = (c.min if b.kind == "min" else c.max)[b.resource]

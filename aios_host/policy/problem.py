@@ -59,6 +59,10 @@ class Binding(NamedTuple):
     cls: str | None  # None for capacity constraints
     tier: int
     dual: float  # objective gain per unit (per core, per byte...) of relaxation; 0 if none
+    # capacity only: the classes one more unit would go to (the LP's marginal classes): those of
+    # the best w_i / c_ir among the tier's classes still below their hi (demand capped by max);
+    # several when they tie (step 4 of solver.py shares between them); () when none has room.
+    to: tuple[str, ...] = ()
 
 
 class ByClass(Mapping[str, Mapping[str, float]]):

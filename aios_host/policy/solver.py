@@ -61,11 +61,12 @@ for cpu, the one resource decide() allocates; per byte for a resource in bytes);
 gain from relaxing the bound by one unit:
 
 - capacity: what one more unit would add to the tier's objective. For this LP that is the best
-  w_i / c_ir among the tier's classes still below their hi (the next unit goes there), or 0 when
-  the capacity has slack. At a nondegenerate optimum this is exactly GLOP's dual value. When the
-  capacity ends exactly on a class boundary the vertex is degenerate, any value between the two
-  neighbouring ratios is a valid dual and GLOP may return any of them; the one-sided value above is
-  reported instead, so the number means what this paragraph says.
+  w_i / c_ir among the tier's classes still below their hi (the next unit goes there: those classes
+  are the binding's `to`), or 0 when the capacity has slack. At a nondegenerate optimum this is
+  exactly GLOP's dual value. When the capacity ends exactly on a class boundary the vertex is
+  degenerate, any value between the two neighbouring ratios is a valid dual and GLOP may return any
+  of them; the one-sided value above is reported instead, so the number means what this paragraph
+  says.
 - max / demand: the reduced cost per unit of amount, w_i / c_ir - capacity dual, 0 when negative.
 - min: capacity dual - w_i / c_ir (what giving up one unit of the guarantee would gain), 0 when
   negative (the guarantee holds nothing back).
@@ -271,6 +272,7 @@ class _TierResult:
     x: np.ndarray  # (R, m) satisfaction of the tier's classes
     dual: np.ndarray  # (R,) capacity dual per native unit (0 where the capacity has slack)
     binds: np.ndarray  # (R,) bool: the tier used all the capacity left to it
+    marginal: list[np.ndarray]  # per resource: tier columns the next unit would go to
 
 
 def solve(problem: Problem) -> Allocation:
@@ -328,6 +330,8 @@ def _solve_tier(
     x = hi.copy()
     dual = np.zeros(nr)
     binds = np.zeros(nr, dtype=bool)
+    none = np.zeros(0, dtype=np.intp)
+    marginal = [none] * nr
     floor_amt = (c * lo).sum(axis=1)
     full_amt = (c * hi).sum(axis=1)
     contended: list[int] = []
@@ -339,7 +343,7 @@ def _solve_tier(
             # Nothing above the mins: one more unit would go to the best ratio with room.
             x[k] = lo[k]
             binds[k] = True
-            dual[k] = _marginal_value(w, c[k], lo[k], hi[k], x[k])
+            dual[k], marginal[k] = _marginal(w, c[k], lo[k], hi[k], x[k])
         else:
             contended.append(k)
     if contended:
@@ -350,18 +354,23 @@ def _solve_tier(
         np.clip(x, lo, hi, out=x)
         _fit(c, lo, x, cap)
         for k in contended:
-            dual[k] = _marginal_value(w, c[k], lo[k], hi[k], x[k])
-    return _TierResult(x=x, dual=dual, binds=binds)
+            dual[k], marginal[k] = _marginal(w, c[k], lo[k], hi[k], x[k])
+    return _TierResult(x=x, dual=dual, binds=binds, marginal=marginal)
 
 
-def _marginal_value(
+def _marginal(
     w: np.ndarray, c: np.ndarray, lo: np.ndarray, hi: np.ndarray, x: np.ndarray
-) -> float:
-    """The capacity dual per native unit: what one more unit adds to the tier's objective, i.e.
-    the best w_i / c_ir among classes still below hi. Equal to GLOP's dual at a nondegenerate
-    optimum, and well defined at a degenerate one (module docstring)."""
-    room = _free(c, lo, hi) & (x < hi - BOUND_TOL)
-    return float(np.max(w[room] / c[room])) if room.any() else 0.0
+) -> tuple[float, np.ndarray]:
+    """The capacity dual per native unit and the classes it comes from: one more unit goes to the
+    best w_i / c_ir among classes still below hi (all of them, within TIE_RTOL, when several tie),
+    and adds that ratio to the tier's objective. Equal to GLOP's dual at a nondegenerate optimum,
+    and well defined at a degenerate one (module docstring). (0, no classes) when none has room."""
+    room = np.nonzero(_free(c, lo, hi) & (x < hi - BOUND_TOL))[0]
+    if room.size == 0:
+        return 0.0, room
+    ratio = w[room] / c[room]
+    best = float(ratio.max())
+    return best, room[ratio >= best * (1 - TIE_RTOL)]
 
 
 def _free(c: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
@@ -517,7 +526,8 @@ def _tier_bindings(data: ProblemArrays, sl: slice, res: _TierResult) -> list[Bin
     out: list[Binding] = []
     for k, r in enumerate(data.resources):
         if res.binds[k]:
-            out.append(Binding("capacity", r, None, tier, float(res.dual[k])))
+            to = tuple(names[i] for i in res.marginal[k].tolist())
+            out.append(Binding("capacity", r, None, tier, float(res.dual[k]), to))
         up = np.maximum(reduced[k], 0.0).tolist()
         down = np.maximum(-reduced[k], 0.0).tolist()
         for i in np.nonzero(at_lo[k] | at_hi[k])[0].tolist():
