@@ -244,9 +244,12 @@ FILE_PROPERTIES: dict[str, tuple[str, ...]] = {
 #   memory_min_set/memory_low_set: a unit restored to 0 no longer inherits its slice's
 #   DefaultMemoryMin=/DefaultMemoryLow=. No D-Bus value clears that flag; only removing the
 #   drop-in (`systemctl revert UNIT`) does.
-# Each SetUnitProperties(runtime=true) leaves a drop-in (/run/systemd/system.control/UNIT.d/
-# 50-NAME.conf, or for a transient unit the transient directory); restoring rewrites it with the
-# reset assignment rather than deleting it, so daemon-reload keeps the restored values.
+# Each SetUnitProperties(runtime=true) leaves a drop-in, 50-NAME.conf in
+# /run/systemd/system.control/UNIT.d/ (for a transient unit /run/systemd/transient/UNIT.d/; the
+# VM test saw "CPUWeight=300", "CPUQuota=155%"). Restoring rewrites it with the reset assignment
+# ("CPUWeight=", "CPUQuota=", "MemoryHigh=infinity") rather than deleting it, so daemon-reload
+# keeps the restored values; and a controller that only the change needed is switched off
+# again (cpu.weight/cpu.max of the VM test's unit were absent before and after, as they were).
 UNSET: dict[str, Any] = {
     "CPUWeight": CGROUP_WEIGHT_INVALID, "IOWeight": CGROUP_WEIGHT_INVALID,
     "CPUQuotaPerSecUSec": USEC_INFINITY, "CPUQuotaPeriodUSec": USEC_INFINITY,
