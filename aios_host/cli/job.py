@@ -22,6 +22,7 @@ from typing import Any
 
 from aios_host.cli import base as cli_base
 from aios_host.errors import AiosError
+from aios_host.kernel import systemd
 from aios_host.kernel.root import SysRoot
 from aios_host.output import print_json
 from aios_host.table import render
@@ -238,9 +239,7 @@ def _kill_dead_instance(root: SysRoot, st: Any) -> None:
                 fs.remove(cg.rel)
     else:
         units = [r.unit for r in st.ranks if r.unit]
-        if units:
-            subprocess.run(["systemctl", "stop", "--", *units], capture_output=True, check=False)
-            subprocess.run(["systemctl", "reset-failed", "--", *units], capture_output=True, check=False)
+        systemd.stop_and_reset(units)
 
 
 def cmd_stop(args: argparse.Namespace) -> int:
@@ -308,15 +307,13 @@ def cmd_logs(args: argparse.Namespace) -> int:
     store = JobStore(root)
     states = store.find(args.name)
     if any(s.launcher == "systemd" for s in states):
-        argv = ["journalctl", "--no-pager", "-o", "cat" if args.rank is not None else "short-iso"]
-        argv += [f"JOB={s.key}" for s in states if s.launcher == "systemd"]
+        matches = [f"JOB={s.key}" for s in states if s.launcher == "systemd"]
         if args.rank is not None:
-            argv.append(f"RANK={args.rank}")
+            matches.append(f"RANK={args.rank}")
         if args.restart is not None:
-            argv.append(f"RESTART={args.restart}")
-        if args.follow:
-            argv.append("--follow")
-        return subprocess.call(argv)
+            matches.append(f"RESTART={args.restart}")
+        return systemd.journal(matches, output="cat" if args.rank is not None else "short-iso",
+                               follow=args.follow)
     files: list[tuple[int, Path]] = []
     for s in states:
         for r in s.ranks:
