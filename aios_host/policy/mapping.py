@@ -1,5 +1,8 @@
 """Allocation -> the cgroup v2 values each class cgroup should have (DesiredCgroup).
 
+The allocation is of CPU only (problem.py): it sets cpu.weight. Every other file comes from the
+policy and the host; supervisor/limits.py reads a class's values from here for its job's ranks.
+
 - cpu.weight: proportional to the class's allocated cores (mean allocation = 100), so that under
   full contention the kernel's work-conserving shares reproduce the LP's split;
 - cpu.max: only where the class has a max (a hard cap);
