@@ -3,7 +3,7 @@
 Where the log goes is decided once, at configure():
 - journald (python3-systemd) when its socket exists and stderr is not a terminal: the event is
   MESSAGE, every bound field becomes an upper-case journal field (JOB=, RANK=, CGROUP=), so
-  `journalctl JOB=train -o json` finds them;
+  `journalctl JOB=train -o json` finds them; the event name is AIOS_EVENT=;
 - a readable console renderer when stderr is a TTY;
 - JSON lines on stderr otherwise (CI, pipes, containers).
 """
@@ -48,7 +48,7 @@ class JournaldRenderer:
             text,
             PRIORITY=str(_PRIORITY.get(level, 6)),
             SYSLOG_IDENTIFIER=self._identifier,
-            EVENT=event,
+            AIOS_EVENT=event,  # `journalctl AIOS_EVENT=cgroup_write` finds every write
             **fields,
         )
         raise structlog.DropEvent

@@ -70,7 +70,7 @@ PACKAGES=(
     linux-image-amd64 linux-headers-amd64
     systemd systemd-sysv dbus udev kmod iproute2 procps
     python3 python3-bpfcc bpfcc-tools python3-systemd python3-venv python3-pip
-    stress-ng ca-certificates
+    stress-ng ca-certificates systemd-oomd
 )
 log "apt-get update"
 apt-get update -q

@@ -3,13 +3,24 @@
 Written before the first kernel write of an apply (atomic: temp file, fsync, rename, fsync of the
 directory), so a crash at any point leaves a record that `policy rollback` can undo. /run is tmpfs:
 after a reboot the kernel values are back to boot defaults and the record is gone with them.
+
+Every read-modify-write of the file holds an exclusive flock on state.lock beside it, so a CLI
+`policy apply`/`rollback` and the daemon never lose each other's records.
+
+The daemon keeps ONE record for as long as it runs, and across its own crashes (DAEMON_RECORD): it
+holds, per path, the value found before the daemon's FIRST change of it; later changes of the same
+path only move `new`. After a SIGKILL the next start adopts that record, so the originals it
+restores on exit are still the ones the host had before aios-host ever touched it.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import time
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,6 +31,14 @@ from aios_host.policy.plan import Write
 
 STATE_PATH = "/run/aios-host/state.json"
 VERSION = 1
+DAEMON_RECORD = "daemon"  # the id of the daemon's record
+LIVE = ("in-progress", "applied")  # statuses whose writes are still in force on the host
+
+
+def write_key(w: Write) -> tuple[str, str, str]:
+    """What identifies one change: a path (and for a move which process, for an enable which
+    controller: several of those share one path)."""
+    return (w.op, w.path, w.new if w.op in ("move", "enable") else "")
 
 
 @dataclass
@@ -46,11 +65,37 @@ class StateStore:
     def __init__(self, root: SysRoot, path: str = STATE_PATH) -> None:
         self.path = Path(root.path(path))
 
+    @contextlib.contextmanager
+    def locked(self) -> Iterator[None]:
+        """An exclusive flock on state.lock for a whole read-modify-write (blocks until free)."""
+        self._mkdir()
+        lock = self.path.with_name("state.lock")
+        try:
+            fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+        except OSError as exc:
+            raise AiosError(f"{lock}: cannot open the state lock ({os.strerror(exc.errno or 0)})") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # releases the lock
+
+    def _mkdir(self) -> None:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        except OSError as exc:
+            raise AiosError(f"{self.path.parent}: cannot create the state directory "
+                            f"({os.strerror(exc.errno or 0)})") from None
+
     def load(self) -> list[ApplyRecord]:
         try:
             data = json.loads(self.path.read_text())
         except FileNotFoundError:
             return []
+        except PermissionError:
+            # Never suggest removing it: it is the only way back to the originals.
+            raise AiosError(f"{self.path}: permission denied reading the journal of originals "
+                            "(run as root)") from None
         except (OSError, ValueError) as exc:
             raise AiosError(f"{self.path}: unreadable state ({exc}); fix or remove it") from None
         if data.get("version") != VERSION:
@@ -58,7 +103,7 @@ class StateStore:
         return [ApplyRecord.from_dict(r) for r in data.get("applies", [])]
 
     def save(self, records: list[ApplyRecord]) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self._mkdir()
         tmp = self.path.with_suffix(f".tmp.{os.getpid()}")
         body = json.dumps({"version": VERSION, "applies": [r.to_dict() for r in records]}, indent=1)
         with open(tmp, "w") as f:
@@ -79,3 +124,66 @@ class StateStore:
         records.append(rec)
         self.save(records)
         return records, rec
+
+
+class DaemonJournal:
+    """The daemon's one record of originals (see the module docstring). Every method takes the lock."""
+
+    def __init__(self, store: StateStore, policy: str) -> None:
+        self.store = store
+        self.policy = policy
+        self._keys: dict[tuple[str, str, str], int] = {}
+
+    def open(self) -> int:
+        """Adopt the record a previous daemon left (a crash), or start one. Returns how many
+        changes were adopted: those stay recorded with their first-ever originals."""
+        with self.store.locked():
+            records = self.store.load()
+            rec = next((r for r in records if r.id == DAEMON_RECORD and r.status in LIVE), None)
+            if rec is None:
+                records = [r for r in records if r.id != DAEMON_RECORD]
+                rec = ApplyRecord(DAEMON_RECORD, self.policy, "applied", [], time.time())
+                records.append(rec)
+                self.store.save(records)
+            self._keys = {write_key(w): i for i, w in enumerate(rec.writes)}
+            return len(rec.writes)
+
+    def record(self, writes: Iterable[Write]) -> None:
+        """Journal changes about to be made: a path seen before keeps its original `old`."""
+        writes = list(writes)
+        if not writes:
+            return
+        with self.store.locked():
+            records = self.store.load()
+            rec = self._mine(records)
+            for w in writes:
+                i = self._keys.get(write_key(w))
+                if i is None:
+                    self._keys[write_key(w)] = len(rec.writes)
+                    rec.writes.append(w)
+                else:
+                    rec.writes[i] = rec.writes[i]._replace(new=w.new, reason=w.reason)
+            rec.policy = self.policy
+            self.store.save(records)
+
+    def writes(self) -> list[Write]:
+        with self.store.locked():
+            return list(self._mine(self.store.load()).writes)
+
+    def close(self, status: str = "rolled-back") -> None:
+        """Drop the record once its originals are restored (or keep it: status "applied")."""
+        with self.store.locked():
+            records = self.store.load()
+            if status == "applied":
+                return
+            self.store.save([r for r in records if r.id != DAEMON_RECORD])
+            self._keys = {}
+
+    def _mine(self, records: list[ApplyRecord]) -> ApplyRecord:
+        rec = next((r for r in records if r.id == DAEMON_RECORD), None)
+        if rec is None:  # removed behind our back (a CLI rollback): start again, nothing is lost
+            rec = ApplyRecord(DAEMON_RECORD, self.policy, "applied", [], time.time())
+            records.append(rec)
+            self._keys = {}
+        return rec
+

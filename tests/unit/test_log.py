@@ -19,7 +19,7 @@ def test_journald_renderer_sends_upper_case_fields():
         r(None, "info", {"event": "cgroup_write", "level": "warning", "path": "/x", "rank": 3})
     msg, fields = sent[0]
     assert msg == "cgroup_write path=/x rank=3"
-    assert fields["EVENT"] == "cgroup_write" and fields["PATH"] == "/x" and fields["RANK"] == "3"
+    assert fields["AIOS_EVENT"] == "cgroup_write" and fields["PATH"] == "/x" and fields["RANK"] == "3"
     assert fields["PRIORITY"] == "4"
 
 

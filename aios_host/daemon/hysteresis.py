@@ -1,0 +1,80 @@
+"""Which of a plan's writes to make now: a decision must hold, and a file must rest between changes.
+
+The plan already leaves alone a value inside its deadband (plan.py: cpu.weight within 10% of what
+the kernel has). On top of that, for every value write (cgroupfs file or systemd property):
+- hold: the same wanted value (within the deadband) must come out of `hold_ticks` consecutive
+  ticks before it is written, so one noisy tick never reaches the kernel;
+- cool-down: at most one change per file per `cooldown_s`.
+Structural steps (mkdir, enabling a controller, moving a matched process into its class) are
+never held: they carry no number to be noisy about, and a process waits in the wrong cgroup.
+A wanted value that disappears from the plan (the kernel already has it) forgets its hold.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from aios_host.policy.plan import CPU_WEIGHT_DEADBAND, Write
+
+_HELD_OPS = frozenset(("write", "unit"))
+
+
+def _close(path: str, a: str, b: str) -> bool:
+    """Whether two wanted values are the same decision (cpu.weight / CPUWeight: within the deadband)."""
+    if a == b:
+        return True
+    if (path.endswith("/cpu.weight") or path.endswith("/CPUWeight")) and a.isdigit() and b.isdigit():
+        return abs(int(a) - int(b)) <= CPU_WEIGHT_DEADBAND * int(b)
+    return False
+
+
+@dataclass
+class _Wanted:
+    value: str
+    ticks: int
+
+
+class Hysteresis:
+    def __init__(self, hold_ticks: int = 3, cooldown_s: float = 10.0) -> None:
+        if hold_ticks < 1 or not cooldown_s >= 0:
+            raise ValueError("hold_ticks >= 1 and cooldown_s >= 0")
+        self.hold_ticks = hold_ticks
+        self.cooldown_s = cooldown_s
+        self._wanted: dict[str, _Wanted] = {}
+        self._written_at: dict[str, float] = {}
+
+    def select(self, writes: Iterable[Write], now_s: float) -> tuple[list[Write], int]:
+        """(the writes to make now, how many value writes are held back)."""
+        now_writes: list[Write] = []
+        held = 0
+        seen: set[str] = set()
+        for w in writes:
+            if w.op not in _HELD_OPS:
+                now_writes.append(w)
+                continue
+            seen.add(w.path)
+            cur = self._wanted.get(w.path)
+            if cur is None or not _close(w.path, w.new, cur.value):
+                cur = self._wanted[w.path] = _Wanted(w.new, 1)
+            else:
+                cur.ticks += 1
+            rested = now_s - self._written_at.get(w.path, -float("inf")) >= self.cooldown_s
+            if cur.ticks >= self.hold_ticks and rested:
+                now_writes.append(w)
+            else:
+                held += 1
+        for path in [p for p in self._wanted if p not in seen]:
+            del self._wanted[path]
+        return now_writes, held
+
+    def written(self, writes: Iterable[Write], now_s: float) -> None:
+        for w in writes:
+            if w.op in _HELD_OPS:
+                self._written_at[w.path] = now_s
+                self._wanted.pop(w.path, None)
+
+    def reset(self) -> None:
+        """A new policy: its first decision is held like any other, but nothing is resting."""
+        self._wanted.clear()
+        self._written_at.clear()

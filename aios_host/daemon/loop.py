@@ -1,0 +1,573 @@
+"""The daemon: one loop that senses and acts every interval.
+
+    tick = requests from the API -> targets (re-resolved every rescan_s) -> read the classes'
+           cgroup files (held open, pread) + the probes' latest sample (off the loop) ->
+           smoothed usage -> [only when demand moved, a write is held, or every recheck_s]
+           decide (solve, desired state, plan) -> route (systemd units via D-Bus) ->
+           hysteresis -> journal originals -> write -> publish a DaemonView
+
+A steady host does the first half only: no solve, no plan, no write, no log line. The API, the
+metrics and `aios-host status` read the published DaemonView and never call into the loop;
+changes they ask for (policy apply / rollback / reload) are queued and run at the next tick.
+
+Modes: "active" writes; "dry-run" computes and logs plans, writes nothing; "observe-only" is
+forced where writing cannot work (not root; no cgroup v2 controller the policy needs), said once,
+and still serves the API and metrics; "paused" after an API rollback until the next apply.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import os
+import queue
+import signal
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from typing import Any
+
+from aios_host import __version__
+from aios_host.actuate.apply import do_write, undo_all
+from aios_host.actuate.state import DaemonJournal, StateStore
+from aios_host.daemon.hysteresis import Hysteresis
+from aios_host.daemon.measure import CgroupReader, ClassProbeFigures, ClassReading, class_probe_figures
+from aios_host.daemon.ownership import Router, make_router
+from aios_host.daemon.smoothing import UsageSmoother
+from aios_host.daemon.sources import SlowSource
+from aios_host.daemon.view import TICK_BUCKETS_S, ClassView, DaemonView
+from aios_host.errors import AiosError
+from aios_host.kernel import cgroup_format as fmt
+from aios_host.kernel import systemd
+from aios_host.kernel.cgroup import CgroupFs
+from aios_host.kernel.inventory import Inventory, read_inventory
+from aios_host.kernel.root import SysRoot
+from aios_host.log import get_logger
+from aios_host.policy.demand import ClassUsage
+from aios_host.policy.engine import Decision, decide
+from aios_host.policy.plan import Plan, Write
+from aios_host.policy.schema import Policy, load_policy
+from aios_host.policy.targets import ClassTarget, resolve_targets
+
+log = get_logger("aios_host.daemon")
+
+DAEMON_PROBES = ("sched", "faults", "reclaim", "oom")  # what demand and the views use
+_BLOCKING_FILES = ("memory.high", "memory.max")  # the kernel reclaims inside the write
+
+
+@dataclass(frozen=True)
+class DaemonOptions:
+    policy_path: str
+    interval_s: float = 1.0
+    dry_run: bool = False
+    keep_on_exit: bool = False
+    probes: bool = True
+    root: str = "/"
+    hold_ticks: int = 3
+    cooldown_s: float = 10.0
+    half_life_s: float = 5.0
+    rescan_s: float = 5.0  # re-resolve targets (new cgroups, new matching processes)
+    recheck_s: float = 10.0  # decide even on a steady host: finds drift
+    demand_deadband: float = 0.10  # relative move of a class's smoothed CPU that re-decides
+    write_timeout_s: float = 2.0
+    probe_deadline_s: float | None = None  # default 3 intervals
+
+
+def _validate(opts: DaemonOptions) -> None:
+    if not (0.05 <= opts.interval_s <= 3600):
+        raise AiosError(f"--interval {opts.interval_s:g}: must be between 0.05 and 3600 seconds")
+
+
+class Daemon:
+    def __init__(self, opts: DaemonOptions, probe_factory: Callable[[SysRoot], Any] | None = None,
+                 clock: Callable[[], float] = time.monotonic, root: SysRoot | None = None) -> None:
+        _validate(opts)
+        self.opts = opts
+        self.root = root or SysRoot(opts.root)
+        self.fs = CgroupFs(self.root)
+        self.clock = clock
+        self.policy: Policy = load_policy(opts.policy_path)  # bad file: one line, exit 1
+        self.policy_path = opts.policy_path
+        self.router: Router = make_router(self.root, self.fs)
+        self.policy_effective = self.router.adapt_policy(self.policy)
+        self.inv: Inventory = read_inventory(self.root)
+        self._inv_key = self._inventory_key()
+        self.reader = CgroupReader(self.fs)
+        self.smoother = UsageSmoother(opts.half_life_s)
+        self.hysteresis = Hysteresis(opts.hold_ticks, opts.cooldown_s)
+        self.journal = DaemonJournal(StateStore(self.root), opts.policy_path)
+        self.targets: dict[str, ClassTarget] = {}
+        self._targets_at: float | None = None
+        self._probe_source: SlowSource[Any] | None = None
+        self._probe_factory = probe_factory
+        self._probe_prev: Any = None
+        self._probe_figs: dict[str, ClassProbeFigures] = {}
+        self._index: Any = None
+        self._decided_usage: dict[str, ClassUsage] | None = None
+        self._decided_at: float | None = None
+        self._pending = 0
+        self._decision: Decision | None = None
+        self._last_written: dict[str, str] = {}  # path -> the value we wrote last
+        self._in_flight: dict[str, concurrent.futures.Future[None]] = {}
+        self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="write")
+        self._requests: queue.Queue[tuple[dict[str, Any], queue.Queue[dict[str, Any]]]] = queue.Queue()
+        self._wake = threading.Event()
+        self._stop = False
+        self._reload = False
+        self._said_unavailable: set[str] = set()
+        self._journal_open = False
+        self._logged_plan: frozenset[tuple[str, str, str]] = frozenset()
+        self.mode, self.mode_reason = self._initial_mode()
+        self._paused = False
+        self.view: DaemonView = self._empty_view()
+        self._counts = {"ticks": 0, "writes": 0, "failed": 0}
+        self._buckets = [0] * (len(TICK_BUCKETS_S) + 1)
+        self._tick_sum = 0.0
+        self._last_writes: tuple[dict[str, Any], ...] = ()
+        self._last_decision_unix: float | None = None
+        self._drift: tuple[dict[str, str], ...] = ()
+        self._last_error: str | None = None
+        self._unavailable = 0
+        self._status_line = ""
+        self._watchdog_s = systemd.watchdog_interval_s()
+        self._watchdog_at = 0.0
+
+    # -- set-up ---------------------------------------------------------------------------------
+
+    def _initial_mode(self) -> tuple[str, str]:
+        if self.opts.dry_run:
+            return "dry-run", "--dry-run: plans are computed and logged, nothing is written"
+        if self.root.is_host and os.geteuid() != 0:
+            return "observe-only", "not root: cgroup files cannot be written"
+        wanted = {"cpu", "memory", "io"}
+        have = set(self.fs.cgroup("").controllers())
+        if not wanted & have:
+            return "observe-only", (f"{self.fs.mount}/cgroup.controllers has none of cpu, memory, io "
+                                    "(a hybrid cgroup host): nothing the policy sets can be written")
+        reason = self.router.unavailable_reason(self.policy)
+        if reason:
+            return "observe-only", reason
+        return "active", ""
+
+    def _inventory_key(self) -> tuple[str | None, str | None]:
+        return (self.root.read_optional("/sys/devices/system/cpu/online"),
+                (self.root.read_optional("/proc/meminfo") or "").split("\n", 1)[0])
+
+    def start(self) -> None:
+        """Reconcile with the journal, start the probes' source, make the first decision."""
+        # Only a daemon that writes keeps a journal: observe-only (perhaps not root) and dry runs
+        # leave any record a crashed daemon left for the next writing one to adopt.
+        adopted = self.journal.open() if self.mode == "active" else 0
+        self._journal_open = self.mode == "active"
+        if adopted:
+            # A previous daemon died without restoring (SIGKILL, OOM, power to the process only):
+            # its originals are kept as recorded, so our exit restores what the host had first.
+            log.warning("daemon_reconciled", adopted_changes=adopted, journal=str(self.journal.store.path))
+        if self.mode_reason:
+            log.warning("daemon_mode", mode=self.mode, reason=self.mode_reason)
+        if self.opts.probes:
+            self._start_probes()
+        log.info("daemon_started", policy=self.policy_path, mode=self.mode, interval_s=self.opts.interval_s,
+                 owner=self.router.describe(), version=__version__)
+
+    def _start_probes(self) -> None:
+        from aios_host.probes.cgroup_ids import CgroupIndex
+
+        self._index = CgroupIndex(self.fs)
+        holder: dict[str, Any] = {}
+
+        def setup() -> None:
+            if self._probe_factory is not None:
+                holder["p"] = self._probe_factory(self.root)
+                return
+            from aios_host.probes.loader import LoadOptions, ProbeSet
+
+            holder["p"] = ProbeSet(self.root, LoadOptions(probes=DAEMON_PROBES)).load()
+
+        def sample() -> Any:
+            p = holder["p"]
+            for ev in p.poll(0):
+                if getattr(ev, "kind", "") == "oom":
+                    log.warning("oom_kill", pid=ev.pid, comm=ev.comm, cgroup_id=ev.cgroup_id)
+            return p.read()
+
+        def teardown() -> None:
+            if "p" in holder:
+                holder["p"].close()
+
+        deadline = self.opts.probe_deadline_s or 3 * self.opts.interval_s
+        self._probe_holder = holder
+        self._probe_source = SlowSource("probes", sample, self.opts.interval_s, deadline, setup, teardown,
+                                        clock=self.clock).start()
+
+    def wait_probes(self, timeout_s: float) -> bool:
+        return self._probe_source.wait_ready(timeout_s) if self._probe_source else False
+
+    # -- the tick -------------------------------------------------------------------------------
+
+    def tick(self) -> None:
+        t0 = self.clock()
+        try:
+            self._serve_requests()
+            if self._reload:
+                self._reload = False
+                self._do_reload()
+            self._tick_body(t0)
+            self._last_error = None
+        except AiosError as exc:
+            # One bad tick (a cgroup removed mid-plan, a policy the host cannot meet any more) is
+            # logged and retried next tick; the loop itself never dies of it.
+            self._last_error = str(exc)
+            log.error("tick_failed", error=str(exc))
+        dt = self.clock() - t0
+        self._counts["ticks"] += 1
+        self._tick_sum += dt
+        i = next((k for k, b in enumerate(TICK_BUCKETS_S) if dt <= b), len(TICK_BUCKETS_S))
+        self._buckets[i] += 1
+        self._publish(dt)
+        self._notify()
+
+    def _tick_body(self, now: float) -> None:
+        if self._targets_at is None or now - self._targets_at >= self.opts.rescan_s:
+            self._rescan(now)
+        readings = self.reader.read(self.targets)
+        figs = self._probe_figures()
+        usage = self.smoother.update(readings, figs, now)
+        self._readings = readings
+        self._usage = usage
+        if not self._should_decide(usage, now):
+            return
+        decision = decide(self.policy_effective, self.fs, self.inv, self.targets, usage)
+        self._decision = decision
+        self._decided_usage, self._decided_at = usage, now
+        plan = self.router.route(decision.plan)
+        self._act(plan, decision, now)
+
+    def _rescan(self, now: float) -> None:
+        key = self._inventory_key()
+        if key != self._inv_key:
+            self.inv, self._inv_key = read_inventory(self.root), key
+            log.info("inventory_changed", cpus=self.inv.cpu_count, memory_bytes=self.inv.memory_total_bytes)
+            self._decided_usage = None
+        targets = resolve_targets(self.fs, self.policy_effective)
+        if targets != self.targets:
+            self._decided_usage = None  # new cgroups or processes: decide now
+        self.targets, self._targets_at = targets, now
+        if self._index is not None:
+            self._index.refresh()
+
+    def _probe_figures(self) -> dict[str, ClassProbeFigures] | None:
+        if self._probe_source is None:
+            return None
+        s = self._probe_source.latest()
+        if s.value is None or not s.fresh:
+            return None  # stale: demand from cgroupfs alone this tick (a skip was counted)
+        if self._probe_prev is None or s.value.t_ns != self._probe_prev.t_ns:
+            self._probe_figs = class_probe_figures(self._probe_prev, s.value, self._index.known, self.targets)
+            self._probe_prev = s.value
+        return self._probe_figs
+
+    def _should_decide(self, usage: dict[str, ClassUsage], now: float) -> bool:
+        if self._decided_usage is None or self._decided_at is None or self._pending:
+            return True
+        if now - self._decided_at >= self.opts.recheck_s:
+            return True
+        band = self.opts.demand_deadband
+        for name, u in usage.items():
+            old = self._decided_usage.get(name)
+            if old is None or (u.cpu_cores is None) != (old.cpu_cores is None):
+                return True
+            if u.cpu_cores is not None and old.cpu_cores is not None and \
+                    abs(u.cpu_cores - old.cpu_cores) > max(0.05, band * old.cpu_cores):
+                return True
+            if u.runq_p99_usec != old.runq_p99_usec and (u.runq_p99_usec or 0) > 0:
+                r0, r1 = old.runq_p99_usec or 0.0, u.runq_p99_usec or 0.0
+                if abs(r1 - r0) > band * max(r0, 1.0):
+                    return True
+        return False
+
+    def _act(self, plan: Plan, decision: Decision, now: float) -> None:
+        selected, held = self.hysteresis.select(plan.writes, now)
+        self._pending = held
+        unavailable = [w for w in selected if not w.available] if self.mode == "active" else []
+        for w in unavailable:  # in observe-only the mode line said it once for all
+            if w.path not in self._said_unavailable:
+                self._said_unavailable.add(w.path)
+                log.warning("write_unavailable", path=w.path, new=w.new, reason=w.reason,
+                            controller=w.controller)
+        self._unavailable = len([w for w in plan.writes if not w.available])
+        writes = [w for w in selected if w.available and w.path not in self._in_flight]
+        # Drift: the kernel no longer has what we wrote (someone else wrote it).
+        self._drift = tuple({"path": w.path, "applied": self._last_written[w.path], "now": w.old or ""}
+                            for w in plan.writes if w.op in ("write", "unit")
+                            and self._last_written.get(w.path) == w.new)
+        if not writes:
+            return
+        as_dicts = tuple(w.to_dict() for w in writes)
+        if as_dicts != self._last_writes:
+            self._last_decision_unix, self._last_writes = time.time(), as_dicts
+        why = self._binding_of(decision)
+        if self.mode != "active" or self._paused:
+            # Each distinct decision is logged once, not every tick it stays the same.
+            key = frozenset((w.op, w.path, w.new) for w in writes)
+            if key != self._logged_plan:
+                self._logged_plan = key
+                log.info("plan", mode="paused" if self._paused else self.mode, writes=len(writes), held=held)
+                for w in writes:
+                    log.info("would_write", op=w.op, cgroup=w.path, old=w.old, new=w.new, reason=w.reason,
+                             binding=why)
+            self.hysteresis.written(writes, now)
+            return
+        self.journal.record(writes)  # originals first: a crash after this loses nothing
+        done = []
+        for w in writes:
+            if self._write(w, why):
+                done.append(w)
+        self.hysteresis.written(done, now)
+
+    def _binding_of(self, decision: Decision) -> str:
+        b = [f"{x.kind}:{x.resource}" + (f":{x.cls}" if x.cls else "") for x in decision.allocation.bindings]
+        return ",".join(b[:4]) or "none"
+
+    def _write(self, w: Write, binding: str) -> bool:
+        bus = self.router.bus
+        try:
+            if w.op == "write" and w.path.rpartition("/")[2] in _BLOCKING_FILES:
+                fut = self._pool.submit(do_write, self.root, w, bus)
+                try:
+                    fut.result(timeout=self.opts.write_timeout_s)
+                except concurrent.futures.TimeoutError:
+                    # The kernel is reclaiming inside the write; it completes on its own. Do not
+                    # queue another write to the same file until it has.
+                    self._in_flight[w.path] = fut
+                    fut.add_done_callback(lambda _f, p=w.path: self._in_flight.pop(p, None))
+                    log.warning("cgroup_write_timeout", cgroup=w.path, new=w.new,
+                                timeout_s=self.opts.write_timeout_s)
+                    self._last_written[w.path] = w.new
+                    self._counts["writes"] += 1
+                    return True
+            else:
+                do_write(self.root, w, bus)
+        except AiosError as exc:
+            self._counts["failed"] += 1
+            log.error("cgroup_write_failed", op=w.op, cgroup=w.path, old=w.old, new=w.new, error=str(exc))
+            return False
+        self._counts["writes"] += 1
+        self._last_written[w.path] = w.new
+        log.info("cgroup_write", op=w.op, cgroup=w.path, old=w.old, new=w.new, reason=w.reason,
+                 binding=binding)
+        return True
+
+    # -- requests, signals, reload --------------------------------------------------------------
+
+    def request(self, req: dict[str, Any], timeout_s: float = 10.0) -> dict[str, Any]:
+        """Called from an API thread: queue a change for the loop and wait for its answer."""
+        reply: queue.Queue[dict[str, Any]] = queue.Queue(maxsize=1)
+        self._requests.put((req, reply))
+        self._wake.set()
+        try:
+            return reply.get(timeout=timeout_s)
+        except queue.Empty:
+            return {"ok": False, "error": f"the daemon's loop did not answer within {timeout_s:g} s"}
+
+    def _serve_requests(self) -> None:
+        while True:
+            try:
+                req, reply = self._requests.get_nowait()
+            except queue.Empty:
+                return
+            try:
+                reply.put(self._handle(req))
+            except AiosError as exc:
+                reply.put({"ok": False, "error": str(exc)})
+
+    def _handle(self, req: dict[str, Any]) -> dict[str, Any]:
+        cmd = req.get("cmd")
+        if cmd == "policy.apply":
+            path = req.get("path")
+            if not isinstance(path, str) or not path:
+                return {"ok": False, "error": "policy.apply: 'path' (a policy file) is required"}
+            self._switch_policy(path)
+            self._paused = False
+            return {"ok": True, "policy": path, "mode": self.mode}
+        if cmd == "policy.rollback":
+            n = self.restore()
+            self._paused = True
+            return {"ok": True, "restored": n, "mode": "paused"}
+        if cmd == "reload":
+            self._switch_policy(self.policy_path)
+            return {"ok": True, "policy": self.policy_path}
+        return {"ok": False, "error": f"unknown command {cmd!r}"}
+
+    def _switch_policy(self, path: str) -> None:
+        policy = load_policy(path)  # raises with one line: the old policy stays in force
+        self.policy, self.policy_path = policy, path
+        self.policy_effective = self.router.adapt_policy(policy)
+        self.journal.policy = path
+        self.hysteresis.reset()
+        self._targets_at = None
+        self._decided_usage = None
+        log.info("policy_loaded", policy=path, classes=len(policy.classes))
+
+    def _do_reload(self) -> None:
+        systemd.sd_notify("RELOADING=1")
+        try:
+            self._switch_policy(self.policy_path)
+        except AiosError as exc:
+            log.error("policy_reload_failed", policy=self.policy_path, error=str(exc))
+        finally:
+            systemd.sd_notify("READY=1")
+
+    def install_signals(self) -> None:
+        def on_term(signum: int, _frame: object) -> None:
+            self._stop = True
+            self._wake.set()
+
+        def on_hup(_signum: int, _frame: object) -> None:
+            self._reload = True
+            self._wake.set()
+
+        signal.signal(signal.SIGTERM, on_term)
+        signal.signal(signal.SIGINT, on_term)
+        signal.signal(signal.SIGHUP, on_hup)
+
+    def run(self, ready: Callable[[], None] | None = None) -> None:
+        """Tick every interval until SIGTERM/SIGINT."""
+        first = True
+        next_at = self.clock()
+        while not self._stop:
+            self.tick()
+            if first:
+                first = False
+                systemd.sd_notify("READY=1", f"STATUS={self._summary()}")
+                if ready is not None:
+                    ready()
+            next_at += self.opts.interval_s
+            delay = next_at - self.clock()
+            if delay < 0:  # late (a slow tick): start again from now instead of bursting
+                next_at, delay = self.clock(), 0.0
+            self._wake.wait(delay)
+            self._wake.clear()
+
+    def stop(self) -> None:
+        self._stop = True
+        self._wake.set()
+
+    # -- shutdown -------------------------------------------------------------------------------
+
+    def restore(self) -> int:
+        """Put back every original in the journal (newest change first)."""
+        if not self._journal_open:
+            return 0
+        writes = self.journal.writes()
+        failures = undo_all(self.root, writes, self.router.bus)
+        if failures:
+            raise AiosError(f"restore incomplete ({len(failures)} of {len(writes)} failed): {failures[0]}; "
+                            f"the journal {self.journal.store.path} keeps them for `aios-host policy rollback`")
+        self.journal.close()
+        self._last_written.clear()
+        self.hysteresis.reset()
+        self._decided_usage = None
+        log.info("daemon_restored", changes=len(writes))
+        return len(writes)
+
+    def shutdown(self) -> None:
+        systemd.sd_notify("STOPPING=1")
+        if self._probe_source is not None:
+            self._probe_source.stop()
+        for fut in list(self._in_flight.values()):
+            fut.result(timeout=self.opts.write_timeout_s * 5)
+        self._pool.shutdown(wait=True)
+        if self.opts.keep_on_exit:
+            self.journal.close(status="applied")
+            log.info("daemon_stopped", restored=0, kept=True)
+        else:
+            try:
+                n = self.restore()
+            except AiosError as exc:
+                log.error("daemon_restore_failed", error=str(exc))
+                raise
+            log.info("daemon_stopped", restored=n, kept=False)
+        self.reader.close()
+        self.router.close()
+
+    # -- what others read -----------------------------------------------------------------------
+
+    def _summary(self) -> str:
+        v = self.view
+        mode = "paused" if self._paused else v.mode
+        return (f"{mode}; {len(v.classes)} classes; {v.writes_total} writes; "
+                f"tick {1000 * (v.last_tick_seconds or 0):.1f} ms")
+
+    def _notify(self) -> None:
+        now = self.clock()
+        if self._watchdog_s is not None and now - self._watchdog_at >= self._watchdog_s:
+            systemd.sd_notify("WATCHDOG=1")
+            self._watchdog_at = now
+        line = self._summary()
+        if line.split(";")[:3] != self._status_line.split(";")[:3]:
+            systemd.sd_notify(f"STATUS={line}")
+        self._status_line = line
+
+    def _empty_view(self) -> DaemonView:
+        return DaemonView(
+            version=__version__, pid=os.getpid(), started_unix=time.time(), policy_path=self.policy_path,
+            policy_description=str(self.policy.description or ""), mode=self.mode, mode_reason=self.mode_reason,
+            interval_seconds=self.opts.interval_s, host_cpus=self.inv.cpu_count,
+            host_memory_bytes=int(self.inv.memory_total_bytes))
+
+    def _publish(self, tick_s: float) -> None:
+        d = self._decision
+        classes = []
+        readings: dict[str, ClassReading] = getattr(self, "_readings", {})
+        usage: dict[str, ClassUsage] = getattr(self, "_usage", {})
+        demands = {c.name: c.demand for c in d.problem.classes} if d else {}
+        for spec in self.policy.classes:
+            t = self.targets.get(spec.name)
+            r = readings.get(spec.name)
+            u = usage.get(spec.name)
+            f = self._probe_figs.get(spec.name)
+            alloc = {k: float(v) for k, v in d.allocation.amounts.get(spec.name, {}).items()} if d else {}
+            demand = {k: float(v) for k, v in demands.get(spec.name, {}).items()}
+            classes.append(ClassView(
+                name=spec.name, tier=spec.priority, weight=float(spec.weight),
+                cgroups=tuple("/" + c for c in t.cgroups) if t else (), owned=bool(t and t.owned),
+                nr_procs=int(bool(r and r.populated)),
+                cpu_usage_seconds_total=(r.cpu_usage_usec / 1e6 if r and r.cpu_usage_usec is not None else None),
+                cpu_usage_cores=u.cpu_cores if u else None,
+                memory_current_bytes=r.memory_current_bytes if r else None,
+                cpu_some_avg10=r.cpu_some_avg10 if r else None,
+                memory_some_avg10=r.memory_some_avg10 if r else None,
+                io_some_avg10=r.io_some_avg10 if r else None,
+                runq_p99_seconds=(u.runq_p99_usec / 1e6 if u and u.runq_p99_usec is not None else None),
+                faults_total=f.faults_total if f else None,
+                reclaim_seconds_total=f.reclaim_ns_total / 1e9 if f else None,
+                oom_kills_total=f.oom_kills_total if f else None,
+                demand=demand, allocation=alloc))
+        psi = {r: self._host_psi(r) for r in ("cpu", "memory", "io")}
+        self.view = replace(
+            self.view,
+            policy_path=self.policy_path, policy_description=str(self.policy.description or ""),
+            mode="paused" if self._paused else self.mode, mode_reason=self.mode_reason,
+            ticks_total=self._counts["ticks"], last_tick_unix=time.time(), last_tick_seconds=tick_s,
+            tick_bucket_counts=tuple(self._buckets), tick_seconds_sum=self._tick_sum,
+            last_decision_unix=self._last_decision_unix, last_writes=self._last_writes,
+            writes_total=self._counts["writes"], writes_failed_total=self._counts["failed"],
+            writes_pending=self._pending, writes_unavailable=self._unavailable, drift=self._drift,
+            classes=tuple(classes),
+            bindings=tuple(b._asdict() for b in d.allocation.bindings) if d else (),
+            sources=(self._probe_source.health(),) if self._probe_source else (),
+            probes_attached=tuple(sorted(getattr(self._probe_holder.get("p"), "loaded", {})))
+            if self._probe_source else (),
+            host_cpu_some_avg10=psi["cpu"], host_memory_some_avg10=psi["memory"], host_io_some_avg10=psi["io"],
+            host_cpus=self.inv.cpu_count, host_memory_bytes=int(self.inv.memory_total_bytes),
+            capacity_cpu_cores=d.capacity.cpu_cores if d else 0.0,
+            capacity_memory_bytes=d.capacity.memory_bytes if d else 0.0,
+            last_error=self._last_error)
+
+    def _host_psi(self, resource: str) -> float | None:
+        try:
+            text = self.reader.held.read(f"/proc/pressure/{resource}")
+        except AiosError:
+            return None
+        return fmt.parse_pressure(text).some.avg10 if text else None

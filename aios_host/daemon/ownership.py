@@ -1,0 +1,175 @@
+"""Who may write which cgroup: systemd's single-writer rule, applied to the daemon's plans.
+
+With systemd as PID 1, systemd owns every cgroup it created and rewrites their control files from
+unit properties (a plain `systemctl daemon-reload` undoes anything written behind its back).
+So (systemd's CGROUP_DELEGATION document):
+- aios-host's own class cgroups live in the subtree delegated to its service (Delegate=yes):
+  <service cgroup>/<class>. The daemon itself moves to <service cgroup>/_daemon first, because a
+  cgroup with processes cannot hand controllers to its children. `_` never starts a class name.
+- a class that matches a systemd unit's cgroup is changed through D-Bus (SetUnitProperties,
+  runtime) and restored the same way: a Write with op "unit", path "UNIT/FILE", `new` the control
+  file value and `old` the unit's original properties (JSON);
+- controllers on systemd's cgroups are enabled by systemd itself when a unit asks for them, so
+  the plan's "enable" steps outside our subtree are dropped;
+- anything else (a cgroup inside another unit's subtree, the root cgroup) is not ours: the write
+  is marked unavailable with the reason, and never made.
+Without systemd (or on a fake root), aios-host owns its managed_root directly, as the CLI does.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Protocol
+
+from aios_host.actuate.apply import SystemdUnitSetter
+from aios_host.errors import AiosError, KernelError
+from aios_host.kernel import systemd
+from aios_host.kernel.cgroup import CgroupFs
+from aios_host.kernel.procfs import parse_proc_cgroup, read_pid1_comm
+from aios_host.kernel.root import SysRoot
+from aios_host.log import get_logger
+from aios_host.policy.plan import Plan, Write
+from aios_host.policy.schema import Policy
+
+log = get_logger("aios_host.daemon")
+DAEMON_LEAF = "_daemon"
+
+
+class Router(Protocol):
+    bus: Any
+
+    def adapt_policy(self, policy: Policy) -> Policy: ...
+    def unavailable_reason(self, policy: Policy) -> str: ...
+    def route(self, plan: Plan) -> Plan: ...
+    def describe(self) -> str: ...
+    def close(self) -> None: ...
+
+
+class CgroupfsRouter:
+    """No systemd: every planned cgroupfs write is ours to make."""
+
+    bus = None
+
+    def adapt_policy(self, policy: Policy) -> Policy:
+        return policy
+
+    def unavailable_reason(self, policy: Policy) -> str:
+        return ""
+
+    def route(self, plan: Plan) -> Plan:
+        return plan
+
+    def describe(self) -> str:
+        return "cgroupfs (no systemd)"
+
+    def close(self) -> None:
+        pass
+
+
+def _owned_classes(policy: Policy) -> list[str]:
+    return [c.name for c in policy.classes if not (c.match.cgroup or c.match.unit or c.match.slice)]
+
+
+class SystemdRouter:
+    def __init__(self, fs: CgroupFs, bus: systemd.SystemdBus, base: str | None, own_unit: str) -> None:
+        self.fs = fs
+        self._bus = bus
+        self.bus = SystemdUnitSetter(bus)
+        self.base = base  # our delegated subtree, relative to the mount; None: not delegated
+        self.own_unit = own_unit
+
+    def adapt_policy(self, policy: Policy) -> Policy:
+        if self.base is None:
+            return policy
+        if policy.host.managed_root.strip("/") != self.base:
+            log.info("managed_root_delegated", policy_managed_root=policy.host.managed_root, used=self.base,
+                     why="systemd owns every cgroup outside the service's delegated subtree")
+        host = policy.host.model_copy(update={"managed_root": self.base})
+        return policy.model_copy(update={"host": host})
+
+    def unavailable_reason(self, policy: Policy) -> str:
+        owned = _owned_classes(policy)
+        if self.base is None and owned:
+            return (f"{self.own_unit} is not delegated (Delegate=yes): class cgroups for {', '.join(owned)} "
+                    "have nowhere to live under systemd; run as aios-host.service")
+        return ""
+
+    def _ours(self, rel: str) -> bool:
+        return self.base is not None and (rel == self.base or rel.startswith(self.base + "/"))
+
+    def route(self, plan: Plan) -> Plan:
+        mount = self.fs.mount + "/"
+        out: list[Write] = []
+        for w in plan.writes:
+            if w.op == "move":
+                out.append(w)  # into one of our class cgroups; its undo writes the source back
+                continue
+            path = w.path[len(mount):] if w.path.startswith(mount) else ""
+            rel = path if w.op == "mkdir" else path.rpartition("/")[0]
+            if self._ours(rel):
+                out.append(w)
+                continue
+            if w.op == "enable":
+                continue  # systemd enables what a unit's properties need on its own cgroups
+            unit, below = systemd.unit_of_cgroup(rel)
+            if w.op == "write" and unit is not None and not below:
+                uw = self._unit_write(unit, w)
+                if uw is not None:
+                    out.append(uw)
+                continue
+            owner = f"{unit}'s own subtree" if unit and below else "systemd"
+            out.append(w._replace(available=False,
+                                  reason=f"{w.reason}; /{rel} belongs to {owner}, not delegated to aios-host"))
+        return Plan(tuple(out))
+
+    def _unit_write(self, unit: str, w: Write) -> Write | None:
+        file = w.path.rpartition("/")[2]
+        props = systemd.file_to_properties(file, w.new)
+        if isinstance(props, systemd.NotExpressible):
+            return w._replace(available=False, reason=f"{w.reason}; {unit}: {props}")
+        expected = systemd.properties_to_file(file, props)
+        if w.old is not None and expected == w.old.strip():
+            return None  # systemd rounds (CPUQuota to 10 ms/s): what it would write is already there
+        return Write("unit", f"{unit}/{file}", self.bus.originals(unit, file), w.new, w.reason, w.controller, True)
+
+    def describe(self) -> str:
+        return f"systemd: {self.own_unit}, delegated subtree /{self.base}" if self.base else \
+            f"systemd: {self.own_unit} (not delegated: unit-matched classes only)"
+
+    def close(self) -> None:
+        self._bus.close()
+
+
+def _own_cgroup(root: SysRoot) -> str:
+    text = root.read_text(f"/proc/{os.getpid()}/cgroup")
+    return parse_proc_cgroup(text).get("", "").strip("/")
+
+
+def make_router(root: SysRoot, fs: CgroupFs) -> Router:
+    """systemd as PID 1 on the real host: a SystemdRouter (and, when our unit is delegated, the
+    daemon moves into <unit cgroup>/_daemon). Anything else: plain cgroupfs."""
+    if not root.is_host or read_pid1_comm(root) != "systemd":
+        return CgroupfsRouter()
+    bus = systemd.SystemdBus().connect()
+    try:
+        own_rel = _own_cgroup(root)
+        unit = bus.unit_for_pid(os.getpid())
+        unit_rel = own_rel
+        # A restarted daemon starts in the unit's cgroup again; an adopted one may sit in _daemon.
+        if own_rel.endswith("/" + DAEMON_LEAF):
+            unit_rel = own_rel.rpartition("/")[0]
+        base = None
+        if bus.delegated(unit) and systemd.unit_of_cgroup(unit_rel) == (unit, False):
+            base = unit_rel
+            leaf = fs.cgroup(f"{base}/{DAEMON_LEAF}")
+            if not fs.exists(leaf.rel):
+                fs.root.mkdir(leaf.kernel_path)
+            if own_rel != leaf.rel:
+                # The no-internal-processes rule: controllers can be handed to our class cgroups
+                # only once no process sits in the unit's own cgroup.
+                fs.root.write_text(leaf.file("cgroup.procs"), str(os.getpid()))
+        log.info("cgroup_owner", unit=unit, delegated=base is not None, subtree=base)
+        return SystemdRouter(fs, bus, base, unit)
+    except (AiosError, KernelError):
+        bus.close()
+        raise

@@ -1,0 +1,84 @@
+"""`aios-host daemon`: the loop, its API socket and its metrics, started and stopped together.
+
+Start-up: the policy is validated (a bad file: one line, exit 1, nothing changed); the journal of
+originals is reconciled; the probes attach on their own thread (waited for up to
+PROBE_READY_TIMEOUT_S, so READY=1 means "probes attached and the first decision made" where the
+host has them); the API and the metrics are served; the first tick runs; READY=1.
+Stop (SIGTERM/SIGINT): every recorded original is restored unless --keep-on-exit.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import asdict
+from typing import Any
+
+from aios_host import api, metrics
+from aios_host.daemon.loop import Daemon, DaemonOptions
+from aios_host.errors import AiosError
+from aios_host.kernel.root import SysRoot
+from aios_host.log import get_logger
+
+log = get_logger("aios_host.daemon")
+PROBE_READY_TIMEOUT_S = 60.0
+
+
+def make_handler(d: Daemon, root: SysRoot):  # type: ignore[no-untyped-def]
+    def handle(req: dict[str, Any], _peer: api.Peer) -> dict[str, Any]:
+        cmd = req["cmd"]
+        v = d.view
+        if cmd in api.WRITE_CMDS:
+            return d.request(req)
+        if cmd == "status":
+            out = v.to_dict()
+            out.pop("classes")
+            out["classes"] = len(v.classes)
+            return {"ok": True, "status": out}
+        if cmd == "snapshot":
+            return {"ok": True, "classes": [asdict(c) for c in v.classes], "sources": [asdict(s) for s in v.sources]}
+        if cmd == "plan":
+            return {"ok": True, "last_decision_unix": v.last_decision_unix, "writes": list(v.last_writes),
+                    "pending": v.writes_pending, "unavailable": v.writes_unavailable, "drift": list(v.drift)}
+        if cmd == "explain":
+            return {"ok": True, "bindings": list(v.bindings),
+                    "classes": [{"name": c.name, "demand": c.demand, "allocation": c.allocation} for c in v.classes]}
+        if cmd == "jobs":
+            from aios_host.supervisor.state import JobStore
+
+            store = JobStore(root)
+            jobs = []
+            for k in store.keys():
+                with contextlib.suppress(AiosError):
+                    jobs.append(store.load(k).to_dict())
+            return {"ok": True, "jobs": jobs}
+        return {"ok": False, "error": f"unknown command {cmd!r}"}
+
+    return handle
+
+
+def run(opts: DaemonOptions, socket_path: str = api.SOCKET_PATH, metrics_port: int | None = metrics.DEFAULT_PORT,
+        metrics_host: str = "127.0.0.1") -> int:
+    d = Daemon(opts)
+    d.install_signals()
+    d.start()
+    server = None
+    msrv = None
+    try:
+        server = api.ApiServer(socket_path, make_handler(d, d.root)).start()
+        if metrics_port is not None:
+            try:
+                msrv = metrics.serve(metrics.make_registry(lambda: d.view), metrics_host, metrics_port)
+            except OSError as exc:
+                raise AiosError(f"metrics on {metrics_host}:{metrics_port}: {exc.strerror or exc} "
+                                "(choose another with --metrics-port, or --metrics-port 0 to disable)") from None
+        if opts.probes and not d.wait_probes(PROBE_READY_TIMEOUT_S):
+            log.warning("probes_not_ready", waited_s=PROBE_READY_TIMEOUT_S)
+        d.run(ready=lambda: log.info("daemon_ready", socket=socket_path, metrics_port=metrics_port,
+                                     mode=d.mode))
+    finally:
+        if msrv is not None:
+            metrics.stop(*msrv)
+        if server is not None:
+            server.stop()
+        d.shutdown()
+    return 0

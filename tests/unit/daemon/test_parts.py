@@ -1,0 +1,147 @@
+"""The daemon's parts on their own: hysteresis, EWMA, slow sources, the journal of originals."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from aios_host.actuate.state import DAEMON_RECORD, DaemonJournal, StateStore
+from aios_host.daemon.hysteresis import Hysteresis
+from aios_host.daemon.measure import ClassReading
+from aios_host.daemon.smoothing import UsageSmoother, ewma
+from aios_host.daemon.sources import SlowSource
+from aios_host.kernel.root import SysRoot
+from aios_host.policy.plan import Write
+
+
+def w(path: str, new: str, op: str = "write") -> Write:
+    return Write(op, path, "old", new, "why")
+
+
+def test_a_value_must_hold_for_n_ticks_and_rest_between_changes():
+    h = Hysteresis(hold_ticks=3, cooldown_s=10)
+    assert h.select([w("/a/memory.max", "1")], 0) == ([], 1)
+    assert h.select([w("/a/memory.max", "1")], 1) == ([], 1)
+    now, held = h.select([w("/a/memory.max", "1")], 2)
+    assert [x.new for x in now] == ["1"] and held == 0
+    h.written(now, 2)
+    for t in (3, 4, 5):  # a new value holds 3 ticks, but the file rests until t=12
+        assert h.select([w("/a/memory.max", "2")], t)[0] == []
+    assert [x.new for x in h.select([w("/a/memory.max", "2")], 12)[0]] == ["2"]
+
+
+def test_a_flapping_decision_is_never_written():
+    h = Hysteresis(hold_ticks=2, cooldown_s=0)
+    for t in range(20):
+        assert h.select([w("/a/memory.high", str(t % 2))], t)[0] == []
+
+
+def test_cpu_weight_within_the_deadband_counts_as_the_same_decision():
+    h = Hysteresis(hold_ticks=3, cooldown_s=0)
+    h.select([w("/a/cpu.weight", "100")], 0)
+    h.select([w("/a/cpu.weight", "105")], 1)
+    assert h.select([w("/a/cpu.weight", "97")], 2)[0]
+
+
+def test_structural_steps_are_never_held():
+    h = Hysteresis(hold_ticks=5, cooldown_s=100)
+    steps = [w("/a", "", "mkdir"), w("/cgroup.subtree_control", "+cpu", "enable"), w("/a/cgroup.procs", "7", "move")]
+    assert h.select(steps, 0) == (steps, 0)
+
+
+@given(st.floats(0, 1e3), st.floats(0, 1e3), st.floats(0.01, 100), st.floats(0.1, 100))
+def test_ewma_stays_between_old_and_new(prev, value, dt, half_life):
+    out = ewma(prev, value, dt, half_life)
+    assert min(prev, value) - 1e-9 <= out <= max(prev, value) + 1e-9
+
+
+def test_ewma_weighs_by_elapsed_time():
+    one_half_life = ewma(0.0, 8.0, 5.0, 5.0)
+    assert one_half_life == pytest.approx(4.0)
+    assert ewma(0.0, 8.0, 1.0, 5.0) < one_half_life
+
+
+def test_an_empty_class_drops_to_zero_at_once():
+    s = UsageSmoother(half_life_s=5)
+    busy = ClassReading(True, 0, None, None, None, None)
+    s.update({"a": busy}, None, 0)
+    u = s.update({"a": ClassReading(True, 4_000_000, None, None, None, None)}, None, 1)
+    assert u["a"].cpu_cores and u["a"].cpu_cores > 0
+    u = s.update({"a": ClassReading(False, 4_000_000, None, None, None, None)}, None, 2)
+    assert u["a"].cpu_cores == 0.0
+
+
+def test_a_stalled_source_gives_a_stale_sample_never_a_stalled_caller():
+    gate = threading.Event()
+    calls = []
+
+    def sample() -> int:
+        calls.append(1)
+        if len(calls) > 1:
+            gate.wait(30)  # the second read hangs, like a bcc map walk on a wedged system
+        return len(calls)
+
+    src = SlowSource("slow", sample, interval_s=0.01, deadline_s=0.2).start()
+    try:
+        assert src.wait_ready(5)
+        assert src.latest().value == 1
+        time.sleep(0.4)
+        t0 = time.monotonic()
+        got = src.latest()
+        assert time.monotonic() - t0 < 0.05
+        assert got.value == 1 and not got.fresh and src.skips >= 1
+        assert not src.health().ok
+    finally:
+        gate.set()
+        src.stop()
+
+
+def test_a_source_that_cannot_start_is_reported_not_raised():
+    def setup() -> None:
+        raise RuntimeError("bcc: cannot compile\nmore")
+
+    src = SlowSource("probes", lambda: 1, 0.01, 1.0, setup=setup).start()
+    assert not src.wait_ready(5)
+    h = src.health()
+    assert not h.ok and h.last_error == "bcc: cannot compile"
+    src.stop()
+
+
+def test_the_journal_keeps_the_first_original_of_every_path(tmp_path):
+    store = StateStore(SysRoot(tmp_path))
+    j = DaemonJournal(store, "p.toml")
+    assert j.open() == 0
+    j.record([Write("write", "/x/memory.max", "max", "100", "r")])
+    j.record([Write("write", "/x/memory.max", "100", "200", "r"), Write("mkdir", "/y", None, "", "r")])
+    # a crash: a new daemon adopts the record
+    j2 = DaemonJournal(store, "p.toml")
+    assert j2.open() == 2
+    j2.record([Write("write", "/x/memory.max", "200", "300", "r")])
+    recs = store.load()
+    assert [r.id for r in recs] == [DAEMON_RECORD]
+    by_path = {x.path: x for x in recs[0].writes}
+    assert by_path["/x/memory.max"].old == "max" and by_path["/x/memory.max"].new == "300"
+
+
+def test_concurrent_journal_writers_lose_no_record(tmp_path):
+    store = StateStore(SysRoot(tmp_path))
+    j = DaemonJournal(store, "p.toml")
+    j.open()
+
+    def cli_applies() -> None:
+        for i in range(20):
+            with store.locked():
+                recs, _ = store.begin(f"cli-{i}", [Write("write", f"/c/{i}", "0", "1", "r")])
+
+    t = threading.Thread(target=cli_applies)
+    t.start()
+    for i in range(20):
+        j.record([Write("write", f"/d/{i}", "0", "1", "r")])
+    t.join()
+    recs = store.load()
+    assert len([r for r in recs if r.policy.startswith("cli-")]) == 20
+    assert len(next(r for r in recs if r.id == DAEMON_RECORD).writes) == 20
