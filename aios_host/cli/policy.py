@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
-from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
 from aios_host.errors import AiosError
@@ -17,6 +17,8 @@ from aios_host.table import render
 if TYPE_CHECKING:
     from aios_host.policy.engine import Decision
     from aios_host.policy.plan import Plan
+
+_SOCKET = "/run/aios-host/api.sock"  # aios_host.api.SOCKET_PATH, without importing it here
 
 # The engine (OR-Tools, pydantic) is imported by the commands that use it, so that `aios-host
 # doctor` and the other commands start without paying for it.
@@ -109,6 +111,24 @@ def cmd_diff(args: argparse.Namespace) -> int:
 def cmd_apply(args: argparse.Namespace) -> int:
     from aios_host.actuate.apply import apply_plan, refuse_unavailable
 
+    if not args.dry_run and _daemon_answers(args):
+        # The daemon owns the journal and the host's values while it runs: it switches policy.
+        from aios_host import api
+
+        reply = api.call({"cmd": "policy.apply", "path": os.path.abspath(args.file)}, args.socket)
+        if not reply.get("ok"):
+            raise AiosError(f"{args.file}: the daemon refused it: {reply.get('error')}")
+        if args.json:
+            print_json({"policy": args.file, "via": "daemon", "mode": reply.get("mode")})
+        else:
+            print(f"the daemon ({args.socket}) now runs {args.file}; it writes the plan over its next ticks "
+                  "(see: aios-host status)")
+        return 0
+    if not args.dry_run and args.root == "/" and _systemd_pid1():
+        raise AiosError(
+            f"{args.file}: with systemd as PID 1, policies are applied by the daemon (its class cgroups "
+            "live in its delegated subtree; systemd owns the rest): systemctl start aios-host, then run "
+            "this again (or --dry-run to see the plan)")
     d, fs = _decide(args)
     if args.dry_run:
         if args.json:
@@ -128,9 +148,37 @@ def cmd_apply(args: argparse.Namespace) -> int:
     return 0
 
 
+def _systemd_pid1() -> bool:
+    from aios_host.kernel.procfs import read_pid1_comm
+
+    return read_pid1_comm(SysRoot("/")) == "systemd"
+
+
+def _daemon_answers(args: argparse.Namespace) -> bool:
+    from aios_host import api
+
+    if args.root != "/":
+        return False
+    try:
+        return bool(api.call({"cmd": "status"}, args.socket, timeout_s=5.0).get("ok"))
+    except AiosError:
+        return False
+
+
 def cmd_rollback(args: argparse.Namespace) -> int:
     from aios_host.actuate.apply import rollback
 
+    if _daemon_answers(args):
+        from aios_host import api
+
+        reply = api.call({"cmd": "policy.rollback"}, args.socket)
+        if not reply.get("ok"):
+            raise AiosError(f"the daemon could not roll back: {reply.get('error')}")
+        if not args.json:
+            print(f"the daemon restored {reply.get('restored', 0)} changes and is paused "
+                  "(until the next `policy apply`)")
+    elif args.root != "/" and not SysRoot(args.root).root.is_dir():
+        raise AiosError(f"--root {args.root}: no such directory")
     undone = rollback(SysRoot(args.root))
     if args.json:
         print_json({"rolled_back": [{"id": r.id, "policy": r.policy, "writes": len(r.writes)}
@@ -152,7 +200,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
             "capacity": d.problem.capacity,
             "allocation": {k: dict(v) for k, v in d.allocation.amounts.items()},
             "satisfaction": {k: dict(v) for k, v in d.allocation.satisfaction.items()},
-            "bindings": [asdict(b) for b in d.allocation.bindings],
+            "bindings": [b._asdict() for b in d.allocation.bindings],
             "exclusive_cpus": {k: list(v) for k, v in d.cores.cpus.items()},
             "explanation": explain.sentences(d),
         })
@@ -197,8 +245,10 @@ def add_parsers(sub: argparse._SubParsersAction, common: argparse.ArgumentParser
     a = psub.add_parser("apply", parents=[common, sample], help="write the plan (all or nothing)")
     a.add_argument("file", metavar="FILE")
     a.add_argument("--dry-run", action="store_true", help="print the ordered plan, change nothing")
+    a.add_argument("--socket", default=_SOCKET, help="the daemon's API: used when it answers there")
     a.set_defaults(func=cmd_apply)
     r = psub.add_parser("rollback", parents=[common], help="restore every recorded original")
+    r.add_argument("--socket", default=_SOCKET, help="the daemon's API: used when it answers there")
     r.set_defaults(func=cmd_rollback)
     s = psub.add_parser("schema", parents=[common], help="JSON Schema of policy files")
     s.set_defaults(func=cmd_schema)

@@ -102,7 +102,9 @@ def test_units_in_class_slice_with_solver_limits_and_journal_fields(tmp_path: Pa
         assert props["Type"] == "exec"
         assert props["Slice"] == "aios-training-jobs.slice"
         assert props["ControlGroup"].startswith("/aios.slice/aios-training.slice/aios-training-jobs.slice/")
-        assert props["CPUWeight"] == "300"
+        # the class cgroup's cpu.weight from the same mapping as class cgroups (policy/mapping.py):
+        # the only class gets the mean allocation, i.e. 100, whatever its policy weight
+        assert props["CPUWeight"] == "100"
         assert props["MemoryMax"] == str(512 * 2**20 // 2)
         assert f"RANK={rank}" in props["LogExtraFields"] and f"JOB={name}" in props["LogExtraFields"]
         cg = CG / props["ControlGroup"].lstrip("/")
