@@ -115,6 +115,8 @@ class Daemon:
         self._stop = False
         self._reload = False
         self._said_unavailable: set[str] = set()
+        self._columns: dict[str, tuple[dict[str, float], dict[str, float]]] = {}
+        self._columns_of: Decision | None = None
         self._journal_open = False
         self._logged_plan: frozenset[tuple[str, str, str]] = frozenset()
         self.mode, self.mode_reason = self._initial_mode()
@@ -516,34 +518,50 @@ class Daemon:
             interval_seconds=self.opts.interval_s, host_cpus=self.inv.cpu_count,
             host_memory_bytes=int(self.inv.memory_total_bytes))
 
+    def _decided_columns(self) -> dict[str, tuple[dict[str, float], dict[str, float]]]:
+        """(demand, allocation) per class of the current decision, built once per decision."""
+        d = self._decision
+        if d is None:
+            return {}
+        if self._columns_of is not d:
+            demands = {c.name: c.demand for c in d.problem.classes}
+            self._columns = {
+                spec.name: ({k: float(v) for k, v in demands.get(spec.name, {}).items()},
+                            {k: float(v) for k, v in d.allocation.amounts.get(spec.name, {}).items()})
+                for spec in self.policy.classes}
+            self._columns_of = d
+        return self._columns
+
     def _publish(self, tick_s: float) -> None:
         d = self._decision
         classes = []
         readings: dict[str, ClassReading] = getattr(self, "_readings", {})
         usage: dict[str, ClassUsage] = getattr(self, "_usage", {})
-        demands = {c.name: c.demand for c in d.problem.classes} if d else {}
+        columns = self._decided_columns()
+        none: tuple[dict[str, float], dict[str, float]] = ({}, {})
+        figs = self._probe_figs
         for spec in self.policy.classes:
-            t = self.targets.get(spec.name)
-            r = readings.get(spec.name)
-            u = usage.get(spec.name)
-            f = self._probe_figs.get(spec.name)
-            alloc = {k: float(v) for k, v in d.allocation.amounts.get(spec.name, {}).items()} if d else {}
-            demand = {k: float(v) for k, v in demands.get(spec.name, {}).items()}
+            name = spec.name
+            t = self.targets.get(name)
+            r = readings.get(name)
+            u = usage.get(name)
+            f = figs.get(name)
+            demand, alloc = columns.get(name, none)
             classes.append(ClassView(
-                name=spec.name, tier=spec.priority, weight=float(spec.weight),
-                cgroups=tuple("/" + c for c in t.cgroups) if t else (), owned=bool(t and t.owned),
-                nr_procs=int(bool(r and r.populated)),
-                cpu_usage_seconds_total=(r.cpu_usage_usec / 1e6 if r and r.cpu_usage_usec is not None else None),
-                cpu_usage_cores=u.cpu_cores if u else None,
-                memory_current_bytes=r.memory_current_bytes if r else None,
-                cpu_some_avg10=r.cpu_some_avg10 if r else None,
-                memory_some_avg10=r.memory_some_avg10 if r else None,
-                io_some_avg10=r.io_some_avg10 if r else None,
-                runq_p99_seconds=(u.runq_p99_usec / 1e6 if u and u.runq_p99_usec is not None else None),
-                faults_total=f.faults_total if f else None,
-                reclaim_seconds_total=f.reclaim_ns_total / 1e9 if f else None,
-                oom_kills_total=f.oom_kills_total if f else None,
-                demand=demand, allocation=alloc))
+                name, spec.priority, float(spec.weight),
+                tuple("/" + c for c in t.cgroups) if t else (), bool(t and t.owned),
+                int(bool(r and r.populated)),
+                r.cpu_usage_usec / 1e6 if r and r.cpu_usage_usec is not None else None,
+                u.cpu_cores if u else None,
+                r.memory_current_bytes if r else None,
+                r.cpu_some_avg10 if r else None,
+                r.memory_some_avg10 if r else None,
+                r.io_some_avg10 if r else None,
+                u.runq_p99_usec / 1e6 if u and u.runq_p99_usec is not None else None,
+                f.faults_total if f else None,
+                f.reclaim_ns_total / 1e9 if f else None,
+                f.oom_kills_total if f else None,
+                demand, alloc))
         psi = {r: self._host_psi(r) for r in ("cpu", "memory", "io")}
         self.view = replace(
             self.view,

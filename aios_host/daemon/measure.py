@@ -2,12 +2,25 @@
 
 ClassReading is raw and cumulative where the kernel is (cpu usage); rates come from two
 readings. Several cgroups matched by one class are summed (PSI: the worst of them).
+
+What is read when (at 1000 classes each pread of a kernfs file is ~2.7 usec, and reading all six
+files every tick was most of a 23 ms tick):
+- every tick: cpu.stat (usage: the rate the demand follows);
+- every `psi_every` ticks (2 at 1 s: the kernel recomputes PSI averages every 2 s, PSI_FREQ, so
+  reading faster re-reads the same numbers): cgroup.events (populated), cpu.pressure,
+  memory.pressure;
+- every `rare_every` ticks (10): memory.current and io.pressure, which only the views and metrics
+  show (the engine does not allocate memory or io).
+The slower reads are spread over the ticks (cgroup i is read when (i + tick) % every == 0), so no
+tick pays for all of them; a cgroup seen for the first time is read whole at once. In between,
+the last values are carried.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from aios_host.errors import KernelError
 from aios_host.kernel import cgroup_format as fmt
@@ -17,7 +30,7 @@ from aios_host.model.hist import hist_delta, percentile
 from aios_host.policy.targets import ClassTarget
 from aios_host.probes.sample import EMPTY_HIST, CgroupCounters, ProbeSample
 
-_FILES = ("cgroup.events", "cpu.stat", "memory.current", "cpu.pressure", "memory.pressure", "io.pressure")
+_SOME_AVG10 = "some avg10="
 
 
 @dataclass(frozen=True)
@@ -30,9 +43,22 @@ class ClassReading:
     io_some_avg10: float | None
 
 
+class _Psi(NamedTuple):
+    populated: bool
+    cpu_some_avg10: float | None
+    memory_some_avg10: float | None
+
+
+class _Rare(NamedTuple):
+    memory_current_bytes: int | None
+    io_some_avg10: float | None
+
+
 def _some_avg10(text: str | None) -> float | None:
     if not text:
         return None
+    if text.startswith(_SOME_AVG10):  # the kernel's own layout: skip the full parse (hot path)
+        return float(text[len(_SOME_AVG10):text.index(" ", len(_SOME_AVG10))])
     return fmt.parse_pressure(text).some.avg10
 
 
@@ -45,50 +71,81 @@ def _flat_value(text: str, key: str) -> int | None:
     return int(text[i + len(key) + 1:j if j >= 0 else None])
 
 
+_EMPTY = ClassReading(False, None, None, None, None, None)
+
+
 class CgroupReader:
     """Reads the classes' cgroup files every tick through HeldFiles."""
 
-    def __init__(self, fs: CgroupFs) -> None:
+    def __init__(self, fs: CgroupFs, psi_every: int = 2, rare_every: int = 10) -> None:
         self.fs = fs
         self.held = HeldFiles(fs.root)
+        self.psi_every = max(1, psi_every)
+        self.rare_every = max(1, rare_every)
+        self._tick = 0
+        self._psi: dict[str, _Psi] = {}
+        self._rare: dict[str, _Rare] = {}
 
-    def _cgroup(self, rel: str) -> dict[str, str | None] | None:
+    def _gone(self, rel: str, base: str) -> None:
+        self.held.forget_under(base)
+        self._psi.pop(rel, None)
+        self._rare.pop(rel, None)
+
+    def _cgroup(self, rel: str, phase: int) -> tuple[int | None, _Psi, _Rare] | None:
+        """(usage_usec, PSI-cadence figures, rare figures) of one cgroup; None when it is not there."""
         base = f"{self.fs.mount}/{rel}" if rel else self.fs.mount
-        out: dict[str, str | None] = {}
+        read = self.held.read
         try:
-            for f in _FILES:
-                out[f] = self.held.read(f"{base}/{f}")
+            stat = read(f"{base}/cpu.stat")
+            psi = self._psi.get(rel)
+            if psi is None or phase % self.psi_every == 0:
+                events = read(f"{base}/cgroup.events")
+                if events is None and stat is None:
+                    self._gone(rel, base)  # no such cgroup (yet): look again next tick
+                    return None
+                psi = self._psi[rel] = _Psi(bool(events and _flat_value(events, "populated")),
+                                            _some_avg10(read(f"{base}/cpu.pressure")),
+                                            _some_avg10(read(f"{base}/memory.pressure")))
+            rare = self._rare.get(rel)
+            if rare is None or phase % self.rare_every == 0:
+                mem = read(f"{base}/memory.current")
+                rare = self._rare[rel] = _Rare(int(mem) if mem else None, _some_avg10(read(f"{base}/io.pressure")))
         except KernelError:
-            self.held.forget_under(base)  # removed (ENODEV) or not readable: absent this tick
+            self._gone(rel, base)  # removed (ENODEV) or not readable: absent this tick
             return None
-        if out["cgroup.events"] is None and out["cpu.stat"] is None:
-            self.held.forget_under(base)  # no such cgroup (yet): look again next tick
-            return None
-        return out
+        return _flat_value(stat, "usage_usec") if stat else None, psi, rare
 
     def read(self, targets: Mapping[str, ClassTarget]) -> dict[str, ClassReading]:
+        self._tick += 1
+        tick = self._tick
         out: dict[str, ClassReading] = {}
-        for name, t in targets.items():
+        for i, (name, t) in enumerate(targets.items()):
+            if len(t.cgroups) == 1:  # the usual case: no summing
+                got = self._cgroup(t.cgroups[0], i + tick)
+                if got is None:
+                    out[name] = _EMPTY
+                else:
+                    usage, p, r = got
+                    out[name] = ClassReading(p.populated, usage, r.memory_current_bytes, p.cpu_some_avg10,
+                                             p.memory_some_avg10, r.io_some_avg10)
+                continue
             populated = False
             cpu: int | None = None
             mem: int | None = None
             psi: list[float | None] = [None, None, None]
             for rel in t.cgroups:
-                files = self._cgroup(rel)
-                if files is None:
+                got = self._cgroup(rel, i + tick)
+                if got is None:
                     continue
-                ev = files["cgroup.events"]
-                populated = populated or bool(ev and _flat_value(ev, "populated"))
-                if files["cpu.stat"]:
-                    u = _flat_value(files["cpu.stat"], "usage_usec")
-                    if u is not None:
-                        cpu = (cpu or 0) + u
-                if files["memory.current"]:
-                    mem = (mem or 0) + int(files["memory.current"])
-                for i, f in enumerate(("cpu.pressure", "memory.pressure", "io.pressure")):
-                    v = _some_avg10(files[f])
+                usage, p, r = got
+                populated = populated or p.populated
+                if usage is not None:
+                    cpu = (cpu or 0) + usage
+                if r.memory_current_bytes is not None:
+                    mem = (mem or 0) + r.memory_current_bytes
+                for k, v in enumerate((p.cpu_some_avg10, p.memory_some_avg10, r.io_some_avg10)):
                     if v is not None:
-                        psi[i] = v if psi[i] is None else max(psi[i], v)  # type: ignore[type-var]
+                        psi[k] = v if psi[k] is None else max(psi[k], v)  # type: ignore[type-var]
             out[name] = ClassReading(populated, cpu, mem, psi[0], psi[1], psi[2])
         return out
 

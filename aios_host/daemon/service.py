@@ -35,13 +35,14 @@ def make_handler(d: Daemon, root: SysRoot):  # type: ignore[no-untyped-def]
             out["classes"] = len(v.classes)
             return {"ok": True, "status": out}
         if cmd == "snapshot":
-            return {"ok": True, "classes": [asdict(c) for c in v.classes], "sources": [asdict(s) for s in v.sources]}
+            return {"ok": True, "classes": [c.to_dict() for c in v.classes], "sources": [asdict(s) for s in v.sources]}
         if cmd == "plan":
             return {"ok": True, "last_decision_unix": v.last_decision_unix, "writes": list(v.last_writes),
                     "pending": v.writes_pending, "unavailable": v.writes_unavailable, "drift": list(v.drift)}
         if cmd == "explain":
             return {"ok": True, "bindings": list(v.bindings),
-                    "classes": [{"name": c.name, "demand": c.demand, "allocation": c.allocation} for c in v.classes]}
+                    "classes": [{"name": c.name, "demand": dict(c.demand), "allocation": dict(c.allocation)}
+                                for c in v.classes]}
         if cmd == "jobs":
             from aios_host.supervisor.state import JobStore
 

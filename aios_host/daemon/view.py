@@ -7,16 +7,20 @@ calls into the loop, so a slow scrape or a slow API client cannot stall it.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
-from typing import Any
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from types import MappingProxyType
+from typing import Any, NamedTuple
+
+_NONE: Mapping[str, float] = MappingProxyType({})
 
 # Upper bounds (seconds) of the loop-duration histogram: a tick is ~ms; a stall is seconds.
 TICK_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
 
-@dataclass(frozen=True)
-class ClassView:
-    """One policy class as measured and decided in the latest tick (absolute units)."""
+class ClassView(NamedTuple):
+    """One policy class as measured and decided in the latest tick (absolute units). A NamedTuple:
+    the loop makes one per class every tick, and a frozen dataclass's __init__ costs 4x a tuple's."""
 
     name: str
     tier: int
@@ -36,8 +40,11 @@ class ClassView:
     reclaim_seconds_total: float | None = None  # direct + memcg reclaim stall time
     oom_kills_total: int | None = None
     # decided
-    demand: dict[str, float] = field(default_factory=dict)  # smoothed: cpu cores, memory bytes
-    allocation: dict[str, float] = field(default_factory=dict)  # cpu cores, memory bytes
+    demand: Mapping[str, float] = _NONE  # what the solver was given: cpu cores
+    allocation: Mapping[str, float] = _NONE  # what it allocated: cpu cores
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**self._asdict(), "demand": dict(self.demand), "allocation": dict(self.allocation)}
 
 
 @dataclass(frozen=True)
@@ -97,6 +104,7 @@ class DaemonView:
         return "active"
 
     def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
+        d = asdict(self)  # a NamedTuple inside comes out as a plain tuple: give classes as dicts
+        d["classes"] = [c.to_dict() for c in self.classes]
         d["verdict"] = self.verdict()
         return d

@@ -32,18 +32,31 @@ def _matches_existing(spec: ClassSpec) -> bool:
     return bool(m.cgroup or m.unit or m.slice)
 
 
-def _existing(fs: CgroupFs, spec: ClassSpec, all_cgroups: list[Cgroup]) -> tuple[str, ...]:
+_GLOB_CHARS = frozenset("*?[")
+
+
+def _existing(fs: CgroupFs, spec: ClassSpec, all_cgroups: list[Cgroup],
+              by_rel: dict[str, Cgroup]) -> tuple[str, ...]:
     m = spec.match
     found: list[str] = []
-    for cg in all_cgroups:
-        if not cg.rel:
-            continue
-        if any(fnmatch.fnmatchcase(cg.rel, g.strip("/")) for g in m.cgroup):
-            found.append(cg.rel)
-        elif m.unit and fnmatch.fnmatchcase(cg.name, m.unit):
-            found.append(cg.rel)
-        elif m.slice and cg.name == m.slice:
-            found.append(cg.rel)
+    globs = []
+    for g in m.cgroup:
+        g = g.strip("/")
+        if _GLOB_CHARS.isdisjoint(g):  # a plain path: one lookup, not a match against every cgroup
+            if g and g in by_rel:
+                found.append(g)
+        else:
+            globs.append(g)
+    if globs or m.unit or m.slice:
+        for cg in all_cgroups:
+            if not cg.rel:
+                continue
+            if any(fnmatch.fnmatchcase(cg.rel, g) for g in globs):
+                found.append(cg.rel)
+            elif m.unit and fnmatch.fnmatchcase(cg.name, m.unit):
+                found.append(cg.rel)
+            elif m.slice and cg.name == m.slice:
+                found.append(cg.rel)
     # A cgroup matched together with its ancestor would be limited twice: keep the outermost.
     outer = [r for r in sorted(set(found)) if not any(r.startswith(o + "/") for o in found if o != r)]
     return tuple(outer)
@@ -82,11 +95,12 @@ def _matching_pids(root: SysRoot, spec: ClassSpec) -> tuple[int, ...]:
 
 def resolve_targets(fs: CgroupFs, policy: Policy) -> dict[str, ClassTarget]:
     all_cgroups = list(fs.walk())
+    by_rel = {cg.rel: cg for cg in all_cgroups}
     managed = policy.host.managed_root.strip("/")
     targets = {}
     for spec in policy.classes:
         if _matches_existing(spec):
-            targets[spec.name] = ClassTarget(spec.name, _existing(fs, spec, all_cgroups), owned=False)
+            targets[spec.name] = ClassTarget(spec.name, _existing(fs, spec, all_cgroups, by_rel), owned=False)
         else:
             targets[spec.name] = ClassTarget(
                 spec.name, (f"{managed}/{spec.name}",), owned=True,
