@@ -10,13 +10,13 @@ KREL        := $(shell uname -r)
 # toolchain, and workload/benchmark tools.
 APT_PACKAGES := python3-bpfcc bpfcc-tools python3-systemd python3-venv python3-pip \
                 linux-headers-amd64 qemu-system-x86 qemu-utils debootstrap e2fsprogs \
-                stress-ng linux-perf procps iproute2 prometheus tmux
+                stress-ng linux-perf procps iproute2 prometheus
 SETUP_STAMP := $(VENV)/.aios-setup-stamp
 
 .PHONY: help setup apt venv headers tracefs test unit bpf-test vm-test vm-build run bench lint clean
 
 help:
-	@echo "make run      set up, then run aios-host doctor and a cgroup snapshot"
+	@echo "make run      set up, then run the daemon in the foreground (policies/default.toml)"
 	@echo "make test     set up, then run the unit and bpf tests"
 	@echo "make vm-test  build (cached) and boot the Debian VM, run tests/vm inside"
 	@echo "make bench    benchmarks under tests/bench"
@@ -76,10 +76,13 @@ vm-build: setup
 vm-test: setup
 	vagrant/qemu-vm test
 
+# The daemon in the foreground with the default policy: Ctrl-C restores what it changed. On a host
+# whose cgroup v2 has no controllers (hybrid) it runs observe-only and says so once. Its API is at
+# /run/aios-host/api.sock (`aios-host status` in another terminal), metrics on 127.0.0.1:9868.
 run: setup
-	$(VENV)/bin/aios-host doctor
+	$(VENV)/bin/aios-host doctor || true
 	@echo
-	$(VENV)/bin/aios-host snapshot --depth 2
+	$(VENV)/bin/aios-host --log-level info daemon --policy policies/default.toml
 
 bench: setup
 	@if ls tests/bench/bench_*.py >/dev/null 2>&1; then \
@@ -93,67 +96,11 @@ clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info
 
 # -- install / uninstall (root): the daemon as a systemd service --------------------------------
-# Paths are fixed because systemd/aios-host.service names them. Unit and tmpfiles.d go to the
-# /usr/local search paths of systemd, so an admin's copies in /etc still win.
+# The steps are in systemd/install.sh (so that the test VM, which has no make, runs the same ones):
+# a venv at /opt/aios-host/venv, the unit, tmpfiles.d, /etc/aios-host/policy.toml unless present.
 .PHONY: install uninstall
-INSTALL_VENV := /opt/aios-host/venv
-UNIT_DIR     := /usr/local/lib/systemd/system
-TMPFILES_DIR := /usr/local/lib/tmpfiles.d
-DOC_DIR      := /usr/local/share/doc/aios-host
-CONF_DIR     := /etc/aios-host
-# Marks a venv that `make install` created, so that `make uninstall` removes only what it made (a
-# provisioned venv, as in the test VM, keeps its dependencies).
-VENV_MARK    := $(INSTALL_VENV)/.made-by-aios-host-install
-
 install:
-	@[ "$$(id -u)" = 0 ] || { echo "make install: run as root" >&2; exit 1; }
-	@# --system-site-packages: bcc and python3-systemd come from Debian, not PyPI.
-	@if [ ! -x $(INSTALL_VENV)/bin/python ]; then \
-	    echo "creating $(INSTALL_VENV)"; \
-	    /usr/bin/python3 -m venv --system-site-packages $(INSTALL_VENV); \
-	    touch $(VENV_MARK); \
-	fi
-	@# Build a wheel from a copy: pip builds in the source tree (build/, *.egg-info), which may be
-	@# read-only (/src in the test VM). --no-build-isolation uses the venv's setuptools, so no index
-	@# is needed; the project is force-reinstalled without deps (same version, new code), then its
-	@# deps are resolved, which is offline when they are already there.
-	@tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \
-	cp -r pyproject.toml README.md aios_host "$$tmp/"; \
-	find "$$tmp" -name __pycache__ -prune -exec rm -rf {} +; \
-	$(INSTALL_VENV)/bin/python -m pip wheel -q --disable-pip-version-check --no-deps --no-build-isolation \
-	    -w "$$tmp/dist" "$$tmp"; \
-	whl=$$(echo "$$tmp"/dist/aios_host-*.whl); \
-	$(INSTALL_VENV)/bin/python -m pip install -q --disable-pip-version-check --no-deps --force-reinstall "$$whl"; \
-	$(INSTALL_VENV)/bin/python -m pip install -q --disable-pip-version-check "$$whl"
-	$(INSTALL_VENV)/bin/aios-host --help >/dev/null
-	install -D -m 0644 systemd/aios-host.service $(UNIT_DIR)/aios-host.service
-	install -D -m 0644 systemd/tmpfiles.d/aios-host.conf $(TMPFILES_DIR)/aios-host.conf
-	install -D -m 0644 README.md $(DOC_DIR)/README.md
-	install -D -m 0644 systemd/README.md $(DOC_DIR)/systemd.md
-	install -d -m 0755 $(CONF_DIR)
-	@# Never overwrite an admin's policy.
-	@if [ -e $(CONF_DIR)/policy.toml ]; then echo "keeping $(CONF_DIR)/policy.toml"; \
-	else install -m 0644 policies/default.toml $(CONF_DIR)/policy.toml; echo "installed $(CONF_DIR)/policy.toml"; fi
-	@# /run/systemd/system exists iff systemd is PID 1 (sd_booted(3)); in a container or chroot,
-	@# the files are in place and take effect when systemd next starts.
-	@if [ -d /run/systemd/system ]; then \
-	    systemd-tmpfiles --create $(TMPFILES_DIR)/aios-host.conf; \
-	    systemctl daemon-reload; \
-	fi
-	@echo "installed; start it with: systemctl enable --now aios-host"
+	systemd/install.sh install
 
 uninstall:
-	@[ "$$(id -u)" = 0 ] || { echo "make uninstall: run as root" >&2; exit 1; }
-	@# Stopping the daemon restores what it changed; it must run while the unit file still exists.
-	@if [ -d /run/systemd/system ] && systemctl cat aios-host.service >/dev/null 2>&1; then \
-	    systemctl disable --now aios-host.service; \
-	fi
-	rm -f $(UNIT_DIR)/aios-host.service $(TMPFILES_DIR)/aios-host.conf
-	rm -rf $(DOC_DIR)
-	@if [ -e $(VENV_MARK) ]; then echo "rm -rf $(INSTALL_VENV)"; rm -rf $(INSTALL_VENV); \
-	    rmdir --ignore-fail-on-non-empty $$(dirname $(INSTALL_VENV)); \
-	elif [ -x $(INSTALL_VENV)/bin/python ]; then \
-	    $(INSTALL_VENV)/bin/python -m pip uninstall -q -y --disable-pip-version-check aios-host 2>/dev/null || true; \
-	fi
-	@if [ -d /run/systemd/system ]; then systemctl daemon-reload; fi
-	@echo "uninstalled; kept $(CONF_DIR)/policy.toml (yours to remove) and /var/lib/aios-host (the daemon's state)"
+	systemd/install.sh uninstall
