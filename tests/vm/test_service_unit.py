@@ -1,0 +1,279 @@
+"""systemd/aios-host.service in the test VM: install, systemd-analyze verify/security, and its sandbox.
+
+The daemon itself is not started: these tests install the unit with systemd/install.sh (what
+`make install` runs; the VM has no make), then check the unit file, its exposure score beside
+systemd-oomd.service's, and run commands *inside the unit's sandbox* through runtime drop-ins that
+replace ExecStart=: the probes (bcc), class matching and cgroup writes must work with exactly the
+unit's capabilities, syscall filter and mount namespace, and workloads below the unit must keep
+their devices and survive a stop. The security scores go to /out/security.txt.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+SRC = Path(__file__).resolve().parents[2]
+UNIT = "aios-host.service"
+UNIT_PATH = Path("/usr/local/lib/systemd/system") / UNIT
+VENV = Path("/opt/aios-host/venv")
+POLICY = Path("/etc/aios-host/policy.toml")
+# A runtime drop-in: replaces ExecStart= for one test, gone after the test (and at any reboot).
+DROPIN = Path("/run/systemd/system") / f"{UNIT}.d" / "zz-test.conf"
+SCRIPTS = Path("/run/aios-host-test")  # outside the unit's writable paths; the sandbox only reads it
+RESULTS = Path("/run/aios-host/sandbox")  # RuntimeDirectory=: writable inside the sandbox
+OUT = Path("/out")
+
+# systemd-analyze security checks that fail for aios-host.service but pass for systemd-oomd.service,
+# each for a reason in systemd/aios-host.service. Anything else failing only for us fails the test.
+ACCEPTED_ABOVE_OOMD = {
+    "User=/DynamicUser=": "root: bpf()/perf_event_open and root-owned cgroupfs/tracefs/sysctl files",
+    "CapabilityBoundingSet=~CAP_SYS_ADMIN": "writing kernel.bpf_stats_enabled",
+    "CapabilityBoundingSet=~CAP_SYS_PTRACE": "class matching reads other users' /proc/PID/exe, environ",
+    "CapabilityBoundingSet=~CAP_BPF": "the eBPF probes",
+    "SystemCallFilter=~@debug": "perf_event_open (the probes attach through it)",
+    "ProtectKernelTunables=": "kernel.bpf_stats_enabled and tracefs must stay writable",
+    "MemoryDenyWriteExecute=": "bcc's LLVM JIT",
+    "PrivateDevices=": "DevicePolicy=closed would bind the workloads in the delegated subtree",
+    "DeviceAllow=": "a device ACL would bind the workloads in the delegated subtree",
+    "ProtectKernelModules=": "hides /lib/modules, where bcc finds the kernel headers",
+    "IPAddressDeny=": "a cgroup BPF filter that would bind the workloads in the delegated subtree",
+    "RestrictAddressFamilies=~AF_(INET|INET6)": "the metrics endpoint on 127.0.0.1:9868",
+    "RestrictAddressFamilies=~AF_NETLINK": "getaddrinfo/getifaddrs, pyroute2",
+    "Delegate=": "the class cgroups live in the unit's subtree",
+    "RootDirectory=/RootImage=": "bcc needs the host's kernel headers (/lib/modules, /usr/src)",
+}
+# The overall score may exceed systemd-oomd's by at most this much (systemd 252, scale 0-10). The
+# checks above account for the difference (0.4 for root, 0.3 each for CAP_SYS_ADMIN, CAP_SYS_PTRACE and
+# AF_INET, 0.1-0.2 for the rest); measured in the VM (systemd 252.39): 3.8 against oomd's 1.8.
+MARGIN = 2.0
+
+
+def _run(*argv: str, timeout: float = 120, env: dict[str, str] | None = None,
+         cwd: str | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False, env=env, cwd=cwd)
+
+
+def _clean_env() -> dict[str, str]:
+    # The VM runner puts /src on PYTHONPATH; the installed service does not see it.
+    return {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+
+
+def _venv_import(code: str) -> subprocess.CompletedProcess[str]:
+    # Run from / : `python -c` puts the cwd first on sys.path, and the cwd is /src.
+    return _run(str(VENV / "bin" / "python"), "-c", code, env=_clean_env(), cwd="/")
+
+
+def _journal() -> str:
+    return _run("journalctl", "-u", UNIT, "-o", "cat", "-n", "80", "--no-pager").stdout
+
+
+@pytest.fixture(scope="module")
+def installed() -> Iterator[None]:
+    res = _run("bash", str(SRC / "systemd" / "install.sh"), "install", timeout=900, env=_clean_env())
+    assert res.returncode == 0, res.stdout + res.stderr
+    yield
+
+
+@pytest.fixture
+def sandbox(installed: None) -> Iterator:
+    """start(exec_start, extra_lines, type_): the unit with ExecStart= (and more) replaced."""
+    SCRIPTS.mkdir(parents=True, exist_ok=True)
+
+    def start(exec_start: str, extra: str = "", type_: str = "oneshot") -> subprocess.CompletedProcess[str]:
+        DROPIN.parent.mkdir(parents=True, exist_ok=True)
+        DROPIN.write_text(
+            "[Service]\n"
+            f"Type={type_}\nExecStart=\nExecStart={exec_start}\nExecReload=\n"
+            "WatchdogSec=0\nRestart=no\nTimeoutStartSec=600\n" + extra + "\n")
+        assert _run("systemctl", "daemon-reload").returncode == 0
+        return _run("systemctl", "start", UNIT, timeout=660)
+
+    try:
+        yield start
+    finally:
+        _run("systemctl", "stop", UNIT)
+        DROPIN.unlink(missing_ok=True)
+        _run("systemctl", "daemon-reload")
+        _run("systemctl", "reset-failed", UNIT)
+
+
+def _cgroup_of_unit() -> Path:
+    cg = _run("systemctl", "show", "-p", "ControlGroup", "--value", UNIT).stdout.strip()
+    assert cg, "the unit has no cgroup"
+    return Path("/sys/fs/cgroup" + cg)
+
+
+def _block_device() -> str:
+    # Stands in for /dev/nvidia*: a device node outside systemd's always-allowed pseudo devices.
+    disks = sorted(d for d in os.listdir("/sys/block") if not d.startswith(("loop", "ram", "sr", "fd", "zram"))
+                   and int(Path(f"/sys/block/{d}/size").read_text()) > 0)
+    assert disks, os.listdir("/sys/block")
+    return f"/dev/{disks[0]}"
+
+
+def _in_cgroup(cg: Path, cmd: str) -> list[str]:
+    return ["bash", "-c", f'echo $$ > {cg}/cgroup.procs && exec {cmd}']
+
+
+# -- install ----------------------------------------------------------------------------------
+
+
+def test_install_is_idempotent_and_keeps_the_policy(installed: None) -> None:
+    assert UNIT_PATH.read_text() == (SRC / "systemd" / UNIT).read_text()
+    assert POLICY.read_text() == (SRC / "policies" / "default.toml").read_text()
+    with POLICY.open("a") as f:
+        f.write("# edited by the admin\n")
+    res = _run("bash", str(SRC / "systemd" / "install.sh"), "install", timeout=900, env=_clean_env())
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert POLICY.read_text().endswith("# edited by the admin\n")
+    # A real (non-editable) install in the venv: the service imports it without /src.
+    where = _venv_import("import aios_host; print(aios_host.__file__)")
+    assert where.stdout.startswith(str(VENV / "lib")), where.stdout + where.stderr
+    assert Path("/run/aios-host").is_dir()  # tmpfiles.d applied
+
+
+def test_systemd_analyze_verify_is_clean(installed: None) -> None:
+    res = _run("systemd-analyze", "verify", str(UNIT_PATH))
+    ours = [line for line in (res.stdout + res.stderr).splitlines() if "aios-host" in line]
+    assert res.returncode == 0 and not ours, res.stdout + res.stderr
+
+
+def _security(unit: str) -> tuple[float, set[str], str]:
+    res = _run("systemd-analyze", "security", "--no-pager", unit)
+    text = res.stdout + res.stderr
+    m = re.search(r"Overall exposure level for \S+: ([0-9.]+)", text)
+    assert m, text
+    # Rows start with a check or cross mark (✓/✗, or +/- where the locale has no UTF-8).
+    failing = {mm.group(2) for mm in re.finditer(r"^(✗|-) (\S+)", text, re.M)}
+    return float(m.group(1)), failing, text
+
+
+def test_security_exposure_beside_systemd_oomd(installed: None) -> None:
+    ours, ours_bad, ours_text = _security(UNIT)
+    oomd, oomd_bad, oomd_text = _security("systemd-oomd.service")
+    only_ours = sorted(ours_bad - oomd_bad)
+    report = [f"aios-host.service overall exposure {ours}", f"systemd-oomd.service overall exposure {oomd}",
+              f"margin allowed {MARGIN}", "", "failing for aios-host.service, passing for systemd-oomd.service:"]
+    report += [f"  {name}: {ACCEPTED_ABOVE_OOMD.get(name, 'NOT ACCEPTED')}" for name in only_ours]
+    report += ["", "passing for aios-host.service, failing for systemd-oomd.service:"]
+    report += [f"  {name}" for name in sorted(oomd_bad - ours_bad)]
+    report += ["", "-" * 40, ours_text, "-" * 40, oomd_text]
+    if OUT.is_dir():
+        (OUT / "security.txt").write_text("\n".join(report) + "\n")
+    print("\n".join(report[:len(only_ours) + 8]))
+    assert not [n for n in only_ours if n not in ACCEPTED_ABOVE_OOMD], only_ours
+    assert ours <= oomd + MARGIN, (ours, oomd)
+
+
+# -- the sandbox ------------------------------------------------------------------------------
+
+SANDBOX_SCRIPT = r"""
+set -euxo pipefail
+out=/run/aios-host/sandbox
+rm -rf "$out"; mkdir -p "$out"
+cg=/sys/fs/cgroup$(cut -d: -f3 /proc/self/cgroup)
+# Class matching on another user's process (CAP_SYS_PTRACE).
+readlink "/proc/$VICTIM/exe" > "$out/exe"
+tr '\0' '\n' < "/proc/$VICTIM/environ" > "$out/environ"
+# Cgroup writes in the delegated subtree: leave the unit's own cgroup (no internal processes once
+# controllers are on), enable them, make a class, set it, take a process in, kill it (no CAP_KILL).
+mkdir "$cg/daemon"; echo $$ > "$cg/daemon/cgroup.procs"
+echo +cpu > "$cg/cgroup.subtree_control"; echo +memory > "$cg/cgroup.subtree_control"
+mkdir "$cg/cls"; echo 50 > "$cg/cls/cpu.weight"; echo 256M > "$cg/cls/memory.high"
+cat "$cg/cls/cpu.weight" "$cg/cls/memory.high" > "$out/cls"
+echo "$VICTIM" > "$cg/cls/cgroup.procs"
+echo 1 > "$cg/cls/cgroup.kill"
+# The probes: bcc compiles (LLVM JIT), loads and attaches; kernel.bpf_stats_enabled is toggled.
+/opt/aios-host/venv/bin/aios-host probe stats --duration 2 --probes sched --json > "$out/stats.json"
+echo ok > "$out/done"
+"""
+
+
+@pytest.fixture
+def victim() -> Iterator[int]:
+    """A process of another user (nobody), as a workload to match, move and kill."""
+    unit = "aios-test-victim.service"
+    res = _run("systemd-run", f"--unit={unit}", "-p", "User=nobody", "--setenv=AIOS_TEST_MARK=1",
+               "/bin/sleep", "600")
+    assert res.returncode == 0, res.stderr
+    pid = int(_run("systemctl", "show", "-p", "MainPID", "--value", unit).stdout)
+    assert pid > 0
+    try:
+        yield pid
+    finally:
+        _run("systemctl", "stop", unit)
+        _run("systemctl", "reset-failed", unit)
+
+
+def test_probes_matching_and_cgroup_writes_work_in_the_sandbox(sandbox, victim: int) -> None:
+    script = SCRIPTS / "sandbox.sh"
+    script.write_text(SANDBOX_SCRIPT)
+    res = sandbox(f"/bin/bash {script}", extra=f"Environment=VICTIM={victim}")
+    assert res.returncode == 0, res.stderr + "\n" + _journal()
+    assert (RESULTS / "done").read_text() == "ok\n", _journal()
+    assert (RESULTS / "exe").read_text().strip() in ("/usr/bin/sleep", "/bin/sleep")
+    assert "AIOS_TEST_MARK=1" in (RESULTS / "environ").read_text().splitlines()
+    assert (RESULTS / "cls").read_text().split() == ["50", str(256 << 20)]
+    deadline = time.monotonic() + 10
+    while Path(f"/proc/{victim}").exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not Path(f"/proc/{victim}").exists(), "cgroup.kill from the sandbox did not kill the workload"
+    stats = json.loads((RESULTS / "stats.json").read_text())
+    print("probe stats in the sandbox:", stats)
+    assert stats["programs"] and any(p["runs_per_s"] > 0 for p in stats["programs"]), stats
+
+
+def test_workloads_below_keep_devices_and_survive_a_stop(sandbox) -> None:
+    res = sandbox("/bin/sleep infinity", type_="exec")
+    assert res.returncode == 0, res.stderr + _journal()
+    wl = _cgroup_of_unit() / "wl"
+    wl.mkdir(exist_ok=True)  # a workload left from the test before keeps its cgroup
+    dev = _block_device()
+    dd = _run(*_in_cgroup(wl, f"dd if={dev} of=/dev/null bs=512 count=1 status=none"))
+    assert dd.returncode == 0, f"a workload below the unit cannot read {dev}: {dd.stderr}"
+    job = subprocess.Popen(_in_cgroup(wl, "sleep 600"))
+    try:
+        time.sleep(0.5)
+        assert str(job.pid) in (wl / "cgroup.procs").read_text().split()
+        assert _run("systemctl", "stop", UNIT).returncode == 0
+        time.sleep(1.0)
+        assert job.poll() is None, "KillMode=process: stopping the unit must not kill workloads below it"
+    finally:
+        job.kill()
+        job.wait()
+
+
+def test_a_device_policy_would_cut_workloads_off_devices(sandbox) -> None:
+    # Why PrivateDevices=/DevicePolicy=/DeviceAllow= are off: a device allow-list program on the
+    # unit's cgroup binds every class cgroup below it (a GPU job would lose /dev/nvidia*).
+    res = sandbox("/bin/sleep infinity", extra="DevicePolicy=closed", type_="exec")
+    assert res.returncode == 0, res.stderr + _journal()
+    wl = _cgroup_of_unit() / "wl"
+    wl.mkdir(exist_ok=True)  # a workload left from the test before keeps its cgroup
+    dd = _run(*_in_cgroup(wl, f"dd if={_block_device()} of=/dev/null bs=512 count=1 status=none"))
+    assert dd.returncode != 0 and "Operation not permitted" in dd.stderr, dd
+
+
+# -- uninstall (last: the tests above need the unit) ------------------------------------------
+
+
+def test_uninstall_keeps_the_policy(installed: None) -> None:
+    res = _run("bash", str(SRC / "systemd" / "install.sh"), "uninstall", timeout=300, env=_clean_env())
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert not UNIT_PATH.exists()
+    assert not Path("/usr/local/lib/tmpfiles.d/aios-host.conf").exists()
+    assert not Path("/opt/aios-host/bpf").exists()
+    assert POLICY.exists()
+    assert "could not be found" in _run("systemctl", "status", UNIT).stderr
+    # The provisioned venv keeps its dependencies; only aios-host left it.
+    assert (VENV / "bin" / "python").exists()
+    gone = _venv_import("import aios_host")
+    assert gone.returncode != 0
