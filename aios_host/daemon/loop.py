@@ -242,7 +242,7 @@ class Daemon:
         decision = decide(self.policy_effective, self.fs, self.inv, self.targets, usage)
         self._decision = decision
         self._decided_usage, self._decided_at = usage, now
-        plan = self.router.route(decision.plan)
+        plan = self.router.route(decision.plan, decision.desired)
         self._act(plan, decision, now)
 
     def _rescan(self, now: float) -> None:

@@ -12,13 +12,20 @@ So (systemd's CGROUP_DELEGATION document):
 - controllers on systemd's cgroups are enabled by systemd itself when a unit asks for them, so
   the plan's "enable" steps outside our subtree are dropped;
 - anything else (a cgroup inside another unit's subtree, the root cgroup) is not ours: the write
-  is marked unavailable with the reason, and never made.
+  is marked unavailable with the reason, and never made;
+- our own unit's cgroup is the parent of every class cgroup, and cgroup v2 bounds a child's
+  effective memory.min/low by its parent's and shares CPU among system.slice's children by the
+  parent's weight. So the service's own MemoryMin/MemoryLow become the sum of its classes'
+  (never below the unit file's 64M floor) and its CPUWeight the sum of its classes' cpu.weight,
+  set through D-Bus like any unit and restored on exit; without that, a protected class would get
+  at most the service's 64M and one service's share of the CPU.
 Without systemd (or on a fake root), aios-host owns its managed_root directly, as the CLI does.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from typing import Any, Protocol
 
 from aios_host.actuate.apply import SystemdUnitSetter
@@ -28,11 +35,12 @@ from aios_host.kernel.cgroup import CgroupFs
 from aios_host.kernel.procfs import parse_proc_cgroup, read_pid1_comm
 from aios_host.kernel.root import SysRoot
 from aios_host.log import get_logger
-from aios_host.policy.plan import Plan, Write
+from aios_host.policy.plan import DesiredCgroup, Plan, Write
 from aios_host.policy.schema import Policy
 
 log = get_logger("aios_host.daemon")
 DAEMON_LEAF = "_daemon"
+SERVICE_MEMORY_FLOOR_BYTES = 64 << 20  # aios-host.service's MemoryMin=/MemoryLow=
 
 
 class Router(Protocol):
@@ -40,7 +48,7 @@ class Router(Protocol):
 
     def adapt_policy(self, policy: Policy) -> Policy: ...
     def unavailable_reason(self, policy: Policy) -> str: ...
-    def route(self, plan: Plan) -> Plan: ...
+    def route(self, plan: Plan, desired: Sequence[DesiredCgroup]) -> Plan: ...
     def describe(self) -> str: ...
     def close(self) -> None: ...
 
@@ -56,7 +64,7 @@ class CgroupfsRouter:
     def unavailable_reason(self, policy: Policy) -> str:
         return ""
 
-    def route(self, plan: Plan) -> Plan:
+    def route(self, plan: Plan, desired: Sequence[DesiredCgroup]) -> Plan:
         return plan
 
     def describe(self) -> str:
@@ -97,9 +105,13 @@ class SystemdRouter:
     def _ours(self, rel: str) -> bool:
         return self.base is not None and (rel == self.base or rel.startswith(self.base + "/"))
 
-    def route(self, plan: Plan) -> Plan:
+    def route(self, plan: Plan, desired: Sequence[DesiredCgroup]) -> Plan:
         mount = self.fs.mount + "/"
         out: list[Write] = []
+        for w in self._own_unit_writes(desired):
+            uw = self._unit_write(self.own_unit, w)
+            if uw is not None:
+                out.append(uw)
         for w in plan.writes:
             if w.op == "move":
                 out.append(w)  # into one of our class cgroups; its undo writes the source back
@@ -121,6 +133,31 @@ class SystemdRouter:
             out.append(w._replace(available=False,
                                   reason=f"{w.reason}; /{rel} belongs to {owner}, not delegated to aios-host"))
         return Plan(tuple(out))
+
+    def _own_unit_writes(self, desired: Sequence[DesiredCgroup]) -> list[Write]:
+        """What our own unit must carry for the classes below it (see the module docstring)."""
+        if self.base is None:
+            return []
+        sums = {"memory.min": 0, "memory.low": 0, "cpu.weight": 0}
+        for d in desired:
+            if not self._ours(d.rel):
+                continue
+            for f in sums:
+                if f in d.files:
+                    sums[f] += int(d.files[f][0])
+        base_dir = f"{self.fs.mount}/{self.base}"
+        out = []
+        for f, total in sums.items():
+            if f == "cpu.weight":
+                value = max(1, min(10000, total or 100))
+                why = f"sum of the classes' cpu.weight below {self.own_unit}"
+            else:
+                value = max(SERVICE_MEMORY_FLOOR_BYTES, total)
+                why = f"sum of the classes' {f} below {self.own_unit} (a child's is bounded by its parent's)"
+            old = self.fs.root.read_optional(f"{base_dir}/{f}")
+            out.append(Write("write", f"{base_dir}/{f}", None if old is None else old.strip(), str(value), why,
+                             f.partition(".")[0], True))
+        return out
 
     def _unit_write(self, unit: str, w: Write) -> Write | None:
         file = w.path.rpartition("/")[2]
