@@ -64,9 +64,12 @@ def percentile(hist: Sequence[int], q: float) -> float | None:
     if slot is None:
         return None
     total = sum(hist)
-    below = sum(hist[:slot])
     low, high = slot_bounds(slot)
-    frac = (q * total - below) / hist[slot]
+    if slot <= 1:  # slots 0 and 1 share [0, 2): one range, or the interpolation would step back
+        below, count = 0, sum(hist[:2])
+    else:
+        below, count = sum(hist[:slot]), hist[slot]
+    frac = (q * total - below) / count
     return low + (high - low) * min(max(frac, 0.0), 1.0)
 
 
