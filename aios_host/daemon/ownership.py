@@ -31,7 +31,7 @@ from typing import Any, Protocol
 from aios_host.actuate.apply import SystemdUnitSetter
 from aios_host.errors import AiosError, KernelError
 from aios_host.kernel import systemd
-from aios_host.kernel.cgroup import CgroupFs
+from aios_host.kernel.cgroup import Cgroup, CgroupFs
 from aios_host.kernel.procfs import parse_proc_cgroup, read_pid1_comm
 from aios_host.kernel.root import SysRoot
 from aios_host.log import get_logger
@@ -198,7 +198,7 @@ def make_router(root: SysRoot, fs: CgroupFs) -> Router:
         base = None
         if bus.delegated(unit) and systemd.unit_of_cgroup(unit_rel) == (unit, False):
             base = unit_rel
-            leaf = fs.cgroup(f"{base}/{DAEMON_LEAF}")
+            leaf = Cgroup(fs, f"{base}/{DAEMON_LEAF}")
             if not fs.exists(leaf.rel):
                 fs.root.mkdir(leaf.kernel_path)
             if own_rel != leaf.rel:

@@ -109,9 +109,17 @@ def service():
     hog_pids_before = sorted((hog_cg / "cgroup.procs").read_text().split())
     sh("bash", str(REPO / "systemd/install.sh"), "install", timeout=600)  # what `make install` runs
     Path("/etc/aios-host/policy.toml").write_text(POLICY)
-    sh("systemctl", "enable", "--now", "aios-host.service", timeout=300)  # Type=notify: returns at READY=1
+    try:
+        sh("systemctl", "enable", "--now", "aios-host.service", timeout=300)  # Type=notify: returns at READY=1
+    except AssertionError as exc:
+        log = sh("journalctl", "-u", "aios-host", "-o", "cat", "--no-pager", check=False).stdout
+        raise AssertionError(f"{exc}\n--- journalctl -u aios-host ---\n{log[-6000:]}") from None
     yield {"since": since, "web_before": web_before, "props_before": props_before, "hog_cg": hog_cg,
            "hog_pids_before": hog_pids_before}
+    out = os.environ.get("AIOS_VM_OUT_DIR", "/out")
+    if os.path.isdir(out):  # the daemon's whole journal comes back to the host for a failed run
+        Path(out, "aios-host.journal").write_text(
+            sh("journalctl", "-u", "aios-host", "-o", "short-monotonic", "--no-pager", check=False).stdout)
     sh("systemctl", "stop", "aios-host.service", check=False)
     sh("systemctl", "stop", WEB_UNIT, HOG_UNIT, check=False)
 
