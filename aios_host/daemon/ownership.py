@@ -124,6 +124,11 @@ class SystemdRouter:
             if w.op == "enable":
                 continue  # systemd enables what a unit's properties need on its own cgroups
             unit, below = systemd.unit_of_cgroup(rel)
+            outer = _outer_leaf_unit(rel)
+            if outer is not None and outer != unit:
+                # inside a service's or scope's own subtree (user@.service runs a systemd of its
+                # own there): not the system manager's unit, and not ours
+                unit, below = outer, True
             if w.op == "write" and unit is not None and not below:
                 uw = self._unit_write(unit, w)
                 if uw is not None:
@@ -175,6 +180,12 @@ class SystemdRouter:
 
     def close(self) -> None:
         self._bus.close()
+
+
+def _outer_leaf_unit(rel: str) -> str | None:
+    """The outermost .service/.scope on the path: PID 1's units end there, whatever is below is
+    the subtree that unit was delegated."""
+    return next((p for p in rel.split("/") if p.endswith((".service", ".scope"))), None)
 
 
 def _own_cgroup(root: SysRoot) -> str:

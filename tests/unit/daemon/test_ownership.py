@@ -1,0 +1,84 @@
+"""The systemd single-writer rule applied to plans (SystemdRouter.route), with an in-memory bus."""
+
+from __future__ import annotations
+
+import json
+
+from aios_host.daemon.ownership import SERVICE_MEMORY_FLOOR_BYTES, SystemdRouter
+from aios_host.kernel.cgroup import CgroupFs
+from aios_host.kernel.root import SysRoot
+from aios_host.kernel.systemd import CGROUP_LIMIT_MAX, CGROUP_WEIGHT_INVALID
+from aios_host.policy.plan import DesiredCgroup, Plan, Write
+from tests.unit.fixtures import fake_v2_host, put
+
+M = "/sys/fs/cgroup"
+BASE = "system.slice/aios-host.service"
+
+
+class FakeBus:
+    def __init__(self) -> None:
+        self.props = {"web.service": {"MemoryMax": CGROUP_LIMIT_MAX, "CPUWeight": CGROUP_WEIGHT_INVALID},
+                      "aios-host.service": {"CPUWeight": CGROUP_WEIGHT_INVALID, "MemoryMin": 64 << 20,
+                                            "MemoryLow": 64 << 20}}
+        self.set: list[tuple[str, dict]] = []
+
+    def get_properties(self, unit, names, interface=None):
+        return {n: self.props[unit][n] for n in names}
+
+    def set_properties(self, unit, props, runtime=True):
+        self.set.append((unit, dict(props)))
+
+    def close(self) -> None:
+        pass
+
+
+def router(tmp_path):
+    fake_v2_host(tmp_path)
+    for f, v in (("memory.min", "67108864\n"), ("memory.low", "67108864\n"), ("cpu.weight", "100\n")):
+        put(tmp_path, f"{M}/{BASE}/{f}", v)
+    bus = FakeBus()
+    return SystemdRouter(CgroupFs(SysRoot(tmp_path)), bus, BASE, "aios-host.service"), bus
+
+
+def w(op, path, old, new, ctrl="memory"):
+    return Write(op, path, old, new, "why", ctrl, True)
+
+
+def test_unit_cgroups_go_through_dbus_and_the_rest_is_refused_or_dropped(tmp_path):
+    r, bus = router(tmp_path)
+    plan = Plan((
+        w("enable", f"{M}/cgroup.subtree_control", "-memory", "+memory"),
+        w("enable", f"{M}/system.slice/cgroup.subtree_control", "-memory", "+memory"),
+        w("enable", f"{M}/{BASE}/cgroup.subtree_control", "-memory", "+memory"),
+        w("mkdir", f"{M}/{BASE}/train", None, ""),
+        w("write", f"{M}/{BASE}/train/memory.max", None, "1073741824"),
+        w("write", f"{M}/system.slice/web.service/memory.max", "max", "314572800"),
+        w("write", f"{M}/user.slice/user@1000.service/app.slice/memory.max", "max", "1"),
+    ))
+    out = r.route(plan, [])
+    ops = [(x.op, x.path, x.available) for x in out.writes]
+    assert ("enable", f"{M}/cgroup.subtree_control", True) not in ops  # systemd's to enable
+    assert ("enable", f"{M}/system.slice/cgroup.subtree_control", True) not in ops
+    assert ("enable", f"{M}/{BASE}/cgroup.subtree_control", True) in ops  # our delegated root
+    assert ("mkdir", f"{M}/{BASE}/train", True) in ops
+    assert ("write", f"{M}/{BASE}/train/memory.max", True) in ops
+    unit = next(x for x in out.writes if x.op == "unit")
+    assert unit.path == "web.service/memory.max" and unit.new == "314572800"
+    assert json.loads(unit.old) == {"MemoryMax": CGROUP_LIMIT_MAX}  # the unit's original, to restore
+    refused = next(x for x in out.writes if "user@1000" in x.path)
+    assert not refused.available and "user@1000.service's own subtree" in refused.reason
+
+
+def test_the_service_carries_the_sum_of_its_classes_protection_and_weight(tmp_path):
+    r, _ = router(tmp_path)
+    desired = [
+        DesiredCgroup(f"{BASE}/a", True, {"memory.min": ("1073741824", ""), "cpu.weight": ("150", "")}),
+        DesiredCgroup(f"{BASE}/b", True, {"memory.min": ("536870912", ""), "memory.low": ("1048576", ""),
+                                           "cpu.weight": ("50", "")}),
+        DesiredCgroup("system.slice/web.service", False, {"memory.min": ("999999999", ""), "cpu.weight": ("7", "")}),
+    ]
+    out = {x.path: x for x in r.route(Plan(()), desired).writes}
+    assert out["aios-host.service/memory.min"].new == str(1536 << 20)
+    assert out["aios-host.service/cpu.weight"].new == "200"
+    assert "aios-host.service/memory.low" not in out  # the sum is under the unit's 64M floor: as is
+    assert SERVICE_MEMORY_FLOOR_BYTES == 64 << 20
