@@ -20,7 +20,8 @@ AddParsers = Callable[[argparse._SubParsersAction, argparse.ArgumentParser], Non
 def build_parser(*add_parsers: AddParsers, description: str | None = None) -> argparse.ArgumentParser:
     """`aios-host` with --log-level, and each command group given, sharing --root and --json."""
     p = argparse.ArgumentParser(prog="aios-host", description=description)
-    p.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"])
+    p.add_argument("--log-level", default=None, choices=["debug", "info", "warning", "error"],
+                   help="default: info for the daemon (every write is an event), warning otherwise")
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--root", default="/", help="kernel root to act on (default /)")
     common.add_argument("--json", action="store_true", help="machine-readable output")
@@ -31,7 +32,7 @@ def build_parser(*add_parsers: AddParsers, description: str | None = None) -> ar
 
 
 def run(args: argparse.Namespace) -> int:
-    log.configure(args.log_level)
+    log.configure(args.log_level or ("info" if getattr(args, "command", "") == "daemon" else "warning"))
     try:
         return int(args.func(args))
     except AiosError as err:

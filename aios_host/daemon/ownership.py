@@ -16,7 +16,9 @@ So (systemd's CGROUP_DELEGATION document):
 - our own unit's cgroup is the parent of every class cgroup, and cgroup v2 bounds a child's
   effective memory.min/low by its parent's and shares CPU among system.slice's children by the
   parent's weight. So the service's own MemoryMin/MemoryLow become the sum of its classes'
-  (never below the unit file's 64M floor) and its CPUWeight the sum of its classes' cpu.weight,
+  (never below the unit file's 64M floor) and its CPUWeight the sum of its classes' cpu.weight
+  (never below systemd's default 100: the daemon itself runs in there, and a sum of idle classes'
+  weights of 1 starved it into a watchdog kill in the VM),
   set through D-Bus like any unit and restored on exit; without that, a protected class would get
   at most the service's 64M and one service's share of the CPU.
 Without systemd (or on a fake root), aios-host owns its managed_root directly, as the CLI does.
@@ -41,6 +43,7 @@ from aios_host.policy.schema import Policy
 log = get_logger("aios_host.daemon")
 DAEMON_LEAF = "_daemon"
 SERVICE_MEMORY_FLOOR_BYTES = 64 << 20  # aios-host.service's MemoryMin=/MemoryLow=
+SERVICE_CPU_WEIGHT_FLOOR = 100  # systemd's default CPUWeight
 
 
 class Router(Protocol):
@@ -154,7 +157,7 @@ class SystemdRouter:
         out = []
         for f, total in sums.items():
             if f == "cpu.weight":
-                value = max(1, min(10000, total or 100))
+                value = max(SERVICE_CPU_WEIGHT_FLOOR, min(10000, total))
                 why = f"sum of the classes' cpu.weight below {self.own_unit}"
             else:
                 value = max(SERVICE_MEMORY_FLOOR_BYTES, total)

@@ -10,6 +10,7 @@ Stop (SIGTERM/SIGINT): every recorded original is restored unless --keep-on-exit
 from __future__ import annotations
 
 import contextlib
+import faulthandler
 from dataclasses import asdict
 from typing import Any
 
@@ -59,6 +60,9 @@ def make_handler(d: Daemon, root: SysRoot):  # type: ignore[no-untyped-def]
 
 def run(opts: DaemonOptions, socket_path: str = api.SOCKET_PATH, metrics_port: int | None = metrics.DEFAULT_PORT,
         metrics_host: str = "127.0.0.1") -> int:
+    # A watchdog kill is SIGABRT: print every thread's stack (to the journal) before dying, so a
+    # wedged loop says where it was.
+    faulthandler.enable(all_threads=True)
     d = Daemon(opts)
     d.install_signals()
     d.start()

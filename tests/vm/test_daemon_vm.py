@@ -86,9 +86,10 @@ def status_json(user: str | None = None) -> tuple[int, dict]:
         argv = ["setpriv", f"--reuid={user}", f"--regid={user}", "--clear-groups", *argv]
     out = sh(*argv, check=False)
     try:
-        return out.returncode, json.loads(out.stdout or "{}")
+        got = json.loads(out.stdout or "{}")
     except ValueError:
-        return out.returncode, {"stdout": out.stdout, "stderr": out.stderr}
+        got = {"stdout": out.stdout}
+    return out.returncode, {**got, "stderr": out.stderr} if out.returncode not in (0, 3) else got
 
 
 def api_snapshot() -> dict:

@@ -80,5 +80,8 @@ def test_the_service_carries_the_sum_of_its_classes_protection_and_weight(tmp_pa
     out = {x.path: x for x in r.route(Plan(()), desired).writes}
     assert out["aios-host.service/memory.min"].new == str(1536 << 20)
     assert out["aios-host.service/cpu.weight"].new == "200"
+    idle = [DesiredCgroup(f"{BASE}/a", True, {"cpu.weight": ("1", "")})]
+    # idle classes never drag the service (and the daemon in it) below systemd's default weight
+    assert {x.path: x.new for x in r.route(Plan(()), idle).writes}.get("aios-host.service/cpu.weight") in (None, "100")
     assert "aios-host.service/memory.low" not in out  # the sum is under the unit's 64M floor: as is
     assert SERVICE_MEMORY_FLOOR_BYTES == 64 << 20
