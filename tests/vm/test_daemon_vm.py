@@ -83,7 +83,7 @@ def journal(event: str, since: str) -> list[dict[str, str]]:
 def status_json(user: str | None = None) -> tuple[int, dict]:
     argv = [AIOS, "status", "--json"]
     if user:
-        argv = ["setpriv", f"--reuid={user}", f"--regid={user}", "--clear-groups", *argv]
+        argv = ["setpriv", f"--reuid={user}", "--regid=nogroup", "--clear-groups", *argv]
     out = sh(*argv, check=False)
     try:
         got = json.loads(out.stdout or "{}")
