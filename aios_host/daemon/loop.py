@@ -109,6 +109,7 @@ class Daemon:
         self._decision: Decision | None = None
         self._last_written: dict[str, str] = {}  # path -> the value we wrote last
         self._in_flight: dict[str, concurrent.futures.Future[None]] = {}
+        self._failed_at: dict[tuple[str, str, str], float] = {}
         self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="write")
         self._requests: queue.Queue[tuple[dict[str, Any], queue.Queue[dict[str, Any]]]] = queue.Queue()
         self._wake = threading.Event()
@@ -298,7 +299,10 @@ class Daemon:
                 log.warning("write_unavailable", path=w.path, new=w.new, reason=w.reason,
                             controller=w.controller)
         self._unavailable = len([w for w in plan.writes if not w.available])
-        writes = [w for w in selected if w.available and w.path not in self._in_flight]
+        # A write that failed is retried after the cool-down, not every tick (a refused process
+        # move would otherwise log an error per second).
+        writes = [w for w in selected if w.available and w.path not in self._in_flight
+                  and now - self._failed_at.get((w.op, w.path, w.new), -float("inf")) >= self.opts.cooldown_s]
         # Drift: the kernel no longer has what we wrote (someone else wrote it).
         self._drift = tuple({"path": w.path, "applied": self._last_written[w.path], "now": w.old or ""}
                             for w in plan.writes if w.op in ("write", "unit")
@@ -325,6 +329,8 @@ class Daemon:
         for w in writes:
             if self._write(w, why):
                 done.append(w)
+            else:
+                self._failed_at[(w.op, w.path, w.new)] = now
         self.hysteresis.written(done, now)
 
     def _binding_of(self, decision: Decision) -> str:

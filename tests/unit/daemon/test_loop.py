@@ -268,3 +268,23 @@ def test_a_write_that_blocks_times_out_and_the_loop_goes_on(host):
     d._pool.shutdown(wait=True)
     assert not d._in_flight
     assert root.path(f"{CG}/batch/memory.max").read_text().strip() == str(2 << 30)
+
+
+def test_a_failing_write_is_retried_after_the_cooldown_not_every_tick(host):
+    root, _ = host
+    clock = Clock()
+    real_write = root.write_text
+    tries = []
+
+    def refusing_write(path, value):
+        if str(path).endswith("/batch/memory.max"):
+            tries.append(clock.t)
+            from aios_host.errors import KernelError
+            raise KernelError("write", path, 1)
+        real_write(path, value)
+
+    root.write_text = refusing_write
+    d = make(host, clock, hold_ticks=1, cooldown_s=5.0)
+    run_ticks(d, clock, 12)
+    assert d.view.writes_failed_total == len(tries) and 2 <= len(tries) <= 3
+    assert all(b - a >= 5.0 for a, b in zip(tries, tries[1:]))
