@@ -2,7 +2,8 @@
 
 1. Steady-state tick time with 10 / 100 / 1000 classes (target: 1000 classes <= 15 ms). Each class
    matches one real cgroup made for the bench under the cgroup2 mount, with a sleeping process in
-   it (the files the tick reads are kernfs files, read through held fds), ticking at 1 s. Ticks run in-process on a wall clock; after the first
+   it (the files the tick reads are kernfs files, read through held fds), ticking at 1 s. Ticks
+   run in-process on a wall clock; after the first
    decisions have been made and the hysteresis has settled, a steady tick reads and smooths and
    decides nothing. Reported: median and p95 of steady ticks, the recheck tick (every recheck_s the
    daemon decides even on a steady host, to find drift) separately, and, side by side in the same
@@ -161,7 +162,8 @@ def main() -> int:
         print(json.dumps(out, indent=1))
         return 0
     print("steady-state tick (real cgroupfs, dry-run, no probes)")
-    print(f"{'classes':>8} {'p50 ms':>8} {'p95 ms':>8} {'recheck max ms':>15} {'one-shot decide ms':>19} {'p50/one-shot':>13}")
+    print(f"{'classes':>8} {'p50 ms':>8} {'p95 ms':>8} {'recheck max ms':>15} "
+          f"{'one-shot decide ms':>19} {'p50/one-shot':>13}")
     for r in out["ticks"]:  # type: ignore[union-attr]
         print(f"{r['classes']:>8} {r['steady_p50_ms']:>8.2f} {r['steady_p95_ms']:>8.2f} {r['recheck_max_ms']:>15.1f} "
               f"{r['one_shot_decide_ms']:>19.1f} {r['steady_p50_ms'] / r['one_shot_decide_ms']:>13.3f}")
