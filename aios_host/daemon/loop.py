@@ -492,6 +492,7 @@ class Daemon:
         else:
             try:
                 n = self.restore()
+                self.router.release()
             except AiosError as exc:
                 log.error("daemon_restore_failed", error=str(exc))
                 raise

@@ -3,9 +3,15 @@
 With systemd as PID 1, systemd owns every cgroup it created and rewrites their control files from
 unit properties (a plain `systemctl daemon-reload` undoes anything written behind its back).
 So (systemd's CGROUP_DELEGATION document):
-- aios-host's own class cgroups live in the subtree delegated to its service (Delegate=yes):
-  <service cgroup>/<class>. The daemon itself moves to <service cgroup>/_daemon first, because a
-  cgroup with processes cannot hand controllers to its children. `_` never starts a class name.
+- aios-host's own class cgroups live in a transient scope it asks systemd for, with Delegate=yes:
+  aios.slice/aios-classes.scope/<class>. Not in the daemon's own service: systemd 252 puts a
+  (re)started service's main process into the service's own cgroup, which the no-internal-process
+  rule forbids once its children have controllers (a watchdog restart failed with 219/CGROUP in
+  the VM); systemd 254's DelegateSubgroup= is what solves that inside a service. A scope needs no
+  new process after it starts: the founding `sleep infinity` moves to <scope>/_holder (`_` never
+  starts a class name), the scope outlives a crashed daemon with its workloads in place, the next
+  daemon adopts it, and a daemon that restores everything stops it. Stopping or restarting the
+  daemon's service never touches the workloads.
 - a class that matches a systemd unit's cgroup is changed through D-Bus (SetUnitProperties,
   runtime) and restored the same way: a Write with op "unit", path "UNIT/FILE", `new` the control
   file value and `old` the unit's original properties (JSON);
@@ -13,20 +19,18 @@ So (systemd's CGROUP_DELEGATION document):
   the plan's "enable" steps outside our subtree are dropped;
 - anything else (a cgroup inside another unit's subtree, the root cgroup) is not ours: the write
   is marked unavailable with the reason, and never made;
-- our own unit's cgroup is the parent of every class cgroup, and cgroup v2 bounds a child's
-  effective memory.min/low by its parent's and shares CPU among system.slice's children by the
-  parent's weight. So the service's own MemoryMin/MemoryLow become the sum of its classes'
-  (never below the unit file's 64M floor) and its CPUWeight the sum of its classes' cpu.weight
-  (never below systemd's default 100: the daemon itself runs in there, and a sum of idle classes'
-  weights of 1 starved it into a watchdog kill in the VM),
-  set through D-Bus like any unit and restored on exit; without that, a protected class would get
-  at most the service's 64M and one service's share of the CPU.
+- the scope's cgroup is the parent of every class cgroup, and cgroup v2 bounds a child's
+  effective memory.min/low by its parent's and shares CPU among aios.slice's children by the
+  parent's weight. So the scope's MemoryMin/MemoryLow become the sum of its classes' and its
+  CPUWeight the sum of its classes' cpu.weight (never below systemd's default 100, so that idle
+  classes, weight 1 each, do not leave a class that wakes up starved until the next decision),
+  set through D-Bus like any unit and restored on exit.
 Without systemd (or on a fake root), aios-host owns its managed_root directly, as the CLI does.
 """
 
 from __future__ import annotations
 
-import os
+import subprocess
 from collections.abc import Sequence
 from typing import Any, Protocol
 
@@ -34,16 +38,17 @@ from aios_host.actuate.apply import SystemdUnitSetter
 from aios_host.errors import AiosError, KernelError
 from aios_host.kernel import systemd
 from aios_host.kernel.cgroup import Cgroup, CgroupFs
-from aios_host.kernel.procfs import parse_proc_cgroup, read_pid1_comm
+from aios_host.kernel.procfs import read_pid1_comm
 from aios_host.kernel.root import SysRoot
 from aios_host.log import get_logger
 from aios_host.policy.plan import DesiredCgroup, Plan, Write
 from aios_host.policy.schema import Policy
 
 log = get_logger("aios_host.daemon")
-DAEMON_LEAF = "_daemon"
-SERVICE_MEMORY_FLOOR_BYTES = 64 << 20  # aios-host.service's MemoryMin=/MemoryLow=
-SERVICE_CPU_WEIGHT_FLOOR = 100  # systemd's default CPUWeight
+CLASSES_SCOPE = "aios-classes.scope"
+CLASSES_SLICE = "aios.slice"
+HOLDER_LEAF = "_holder"
+SCOPE_CPU_WEIGHT_FLOOR = 100  # systemd's default CPUWeight
 
 
 class Router(Protocol):
@@ -53,6 +58,7 @@ class Router(Protocol):
     def unavailable_reason(self, policy: Policy) -> str: ...
     def route(self, plan: Plan, desired: Sequence[DesiredCgroup]) -> Plan: ...
     def describe(self) -> str: ...
+    def release(self) -> None: ...
     def close(self) -> None: ...
 
 
@@ -72,6 +78,9 @@ class CgroupfsRouter:
 
     def describe(self) -> str:
         return "cgroupfs (no systemd)"
+
+    def release(self) -> None:
+        pass
 
     def close(self) -> None:
         pass
@@ -157,10 +166,10 @@ class SystemdRouter:
         out = []
         for f, total in sums.items():
             if f == "cpu.weight":
-                value = max(SERVICE_CPU_WEIGHT_FLOOR, min(10000, total))
+                value = max(SCOPE_CPU_WEIGHT_FLOOR, min(10000, total))
                 why = f"sum of the classes' cpu.weight below {self.own_unit}"
             else:
-                value = max(SERVICE_MEMORY_FLOOR_BYTES, total)
+                value = total
                 why = f"sum of the classes' {f} below {self.own_unit} (a child's is bounded by its parent's)"
             old = self.fs.root.read_optional(f"{base_dir}/{f}")
             out.append(Write("write", f"{base_dir}/{f}", None if old is None else old.strip(), str(value), why,
@@ -181,6 +190,17 @@ class SystemdRouter:
         return f"systemd: {self.own_unit}, delegated subtree /{self.base}" if self.base else \
             f"systemd: {self.own_unit} (not delegated: unit-matched classes only)"
 
+    def release(self) -> None:
+        """After a full restore: stop the classes scope if only its holder is left in it."""
+        if self.base is None:
+            return
+        left = [c.name for c in self.fs.cgroup(self.base).children() if c.name != HOLDER_LEAF]
+        if left:
+            log.warning("classes_scope_kept", scope=self.own_unit, cgroups=",".join(sorted(left)))
+            return
+        systemd.stop_unit(self._bus, self.own_unit)
+        log.info("classes_scope_stopped", scope=self.own_unit)
+
     def close(self) -> None:
         self._bus.close()
 
@@ -191,36 +211,36 @@ def _outer_leaf_unit(rel: str) -> str | None:
     return next((p for p in rel.split("/") if p.endswith((".service", ".scope"))), None)
 
 
-def _own_cgroup(root: SysRoot) -> str:
-    text = root.read_text(f"/proc/{os.getpid()}/cgroup")
-    return parse_proc_cgroup(text).get("", "").strip("/")
+def _spawn_holder() -> int:
+    """A process to found the scope with (a scope cannot be empty): `sleep infinity`, in a session
+    of its own, so that it outlives a crashed daemon and keeps the scope (and the workloads' class
+    cgroups in it) in place until the next daemon adopts it."""
+    p = subprocess.Popen(["sleep", "infinity"], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                         stderr=subprocess.DEVNULL, start_new_session=True, close_fds=True)
+    return p.pid
 
 
 def make_router(root: SysRoot, fs: CgroupFs) -> Router:
-    """systemd as PID 1 on the real host: a SystemdRouter (and, when our unit is delegated, the
-    daemon moves into <unit cgroup>/_daemon). Anything else: plain cgroupfs."""
+    """systemd as PID 1 on the real host: a SystemdRouter over the delegated classes scope, adopted
+    when it is already there (a restart) or started. Anything else: plain cgroupfs."""
     if not root.is_host or read_pid1_comm(root) != "systemd":
         return CgroupfsRouter()
     bus = systemd.SystemdBus().connect()
     try:
-        own_rel = _own_cgroup(root)
-        unit = bus.unit_for_pid(os.getpid())
-        unit_rel = own_rel
-        # A restarted daemon starts in the unit's cgroup again; an adopted one may sit in _daemon.
-        if own_rel.endswith("/" + DAEMON_LEAF):
-            unit_rel = own_rel.rpartition("/")[0]
-        base = None
-        if bus.delegated(unit) and systemd.unit_of_cgroup(unit_rel) == (unit, False):
-            base = unit_rel
-            leaf = Cgroup(fs, f"{base}/{DAEMON_LEAF}")
-            if not fs.exists(leaf.rel):
-                fs.root.mkdir(leaf.kernel_path)
-            if own_rel != leaf.rel:
-                # The no-internal-processes rule: controllers can be handed to our class cgroups
-                # only once no process sits in the unit's own cgroup.
-                fs.root.write_text(leaf.file("cgroup.procs"), str(os.getpid()))
-        log.info("cgroup_owner", unit=unit, delegated=base is not None, subtree=base)
-        return SystemdRouter(fs, bus, base, unit)
+        base = systemd.active_unit_cgroup(bus, CLASSES_SCOPE)
+        adopted = base is not None
+        if base is None:
+            base = systemd.start_delegated_scope(bus, CLASSES_SCOPE, CLASSES_SLICE, [_spawn_holder()],
+                                                 "aios-host class cgroups (delegated to aios-host)")
+        holder = Cgroup(fs, f"{base}/{HOLDER_LEAF}")
+        if not fs.exists(holder.rel):
+            fs.root.mkdir(holder.kernel_path)
+        # The no-internal-process rule: controllers reach the class cgroups only once no process
+        # sits in the scope's own cgroup, so its founding process moves to a leaf.
+        for pid in fs.cgroup(base).procs():
+            fs.root.write_text(holder.file("cgroup.procs"), str(pid))
+        log.info("cgroup_owner", scope=CLASSES_SCOPE, subtree=base, adopted=adopted)
+        return SystemdRouter(fs, bus, base, CLASSES_SCOPE)
     except (AiosError, KernelError):
         bus.close()
         raise

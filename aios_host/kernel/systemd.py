@@ -27,6 +27,7 @@ import os
 import socket
 import subprocess
 import threading
+import time
 from collections.abc import Coroutine, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -586,3 +587,53 @@ class SystemdBus:
     def delegated(self, unit: str) -> bool:
         """Whether the unit has Delegate=yes: its processes, not systemd, own the cgroups below."""
         return bool(self.get_properties(unit, ["Delegate"])["Delegate"])
+
+
+# -- the delegated scope that holds aios-host's class cgroups ------------------------------------
+
+def _unit_state(bus: SystemdBus, unit: str) -> tuple[str, str] | None:
+    """(ActiveState, ControlGroup) of a loaded unit, None when systemd does not know it."""
+    try:
+        props = bus.get_properties(unit, ["ActiveState"], interface=UNIT_IFACE)
+    except SystemdError as exc:
+        if "NoSuchUnit" in str(exc):
+            return None
+        raise
+    cg = bus.get_properties(unit, ["ControlGroup"])["ControlGroup"]
+    return str(props["ActiveState"]), str(cg)
+
+
+def start_delegated_scope(bus: SystemdBus, unit: str, slice_: str, pids: Sequence[int], description: str,
+                          wait_s: float = 10.0) -> str:
+    """Manager.StartTransientUnit of a scope with Delegate=yes holding `pids`; returns its cgroup
+    path relative to the cgroup2 mount once systemd has made it (the job is asynchronous)."""
+    from dbus_fast import Variant
+
+    props = [("Description", Variant("s", description)), ("Slice", Variant("s", slice_)),
+             ("Delegate", Variant("b", True)), ("PIDs", Variant("au", list(pids))),
+             # stays loaded while it has processes; nothing else in the host depends on it
+             ("DefaultDependencies", Variant("b", False))]
+    bus._paths.pop(unit, None)
+    bus._run(bus._call(SYSTEMD_PATH, MANAGER_IFACE, "StartTransientUnit", "ssa(sv)a(sa(sv))",
+                       [unit, "fail", props, []]), f"{unit}: StartTransientUnit")
+    deadline = time.monotonic() + wait_s
+    while True:
+        state = _unit_state(bus, unit)
+        if state is not None and state[0] == "active" and state[1]:
+            return state[1].strip("/")
+        if time.monotonic() > deadline:
+            raise SystemdError(f"{unit}: not active {wait_s:g} s after StartTransientUnit (state {state})")
+        time.sleep(0.05)
+
+
+def active_unit_cgroup(bus: SystemdBus, unit: str) -> str | None:
+    """The cgroup (relative to the mount) of an active unit, None when it is not active."""
+    state = _unit_state(bus, unit)
+    if state is None or state[0] != "active" or not state[1]:
+        return None
+    return state[1].strip("/")
+
+
+def stop_unit(bus: SystemdBus, unit: str) -> None:
+    """Manager.StopUnit (mode "replace"); the job runs on, asynchronously."""
+    bus._run(bus._call(SYSTEMD_PATH, MANAGER_IFACE, "StopUnit", "ss", [unit, "replace"]), f"{unit}: StopUnit")

@@ -19,6 +19,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 CG = Path("/sys/fs/cgroup")
 SERVICE_CG = CG / "system.slice/aios-host.service"
+CLASSES_CG = CG / "aios.slice/aios-classes.scope"  # the delegated scope the daemon starts
 WEB_UNIT = "aios-t-web.service"
 WEB_CG = CG / "system.slice" / WEB_UNIT
 HOG_UNIT = "aios-t-hogs.service"
@@ -135,17 +136,19 @@ def test_service_is_active_and_status_says_so(service):
     assert text.startswith("aios-host: ") and "policy: /etc/aios-host/policy.toml" in text
 
 
-def test_owned_class_lives_in_the_delegated_subtree(service):
-    busy = SERVICE_CG / "busy"
+def test_owned_class_lives_in_the_delegated_scope(service):
+    busy = CLASSES_CG / "busy"
     wait_for("class cgroup busy with its memory.max", lambda: (busy / "memory.max").exists()
              and (busy / "memory.max").read_text().strip() == str(768 << 20))
-    assert str(main_pid()) in (SERVICE_CG / "_daemon/cgroup.procs").read_text().split()
-    assert not (SERVICE_CG / "cgroup.procs").read_text().strip()  # no internal process
+    assert prop("aios-classes.scope", "Delegate") == "yes"
+    assert str(main_pid()) in (SERVICE_CG / "cgroup.procs").read_text().split()  # not in the scope
+    assert (CLASSES_CG / "_holder/cgroup.procs").read_text().split()  # the scope's founding process
+    assert not (CLASSES_CG / "cgroup.procs").read_text().strip()  # no internal process
     # the hogs, matched by comm, were moved into it
     wait_for("hogs moved into busy", lambda: (busy / "cgroup.procs").read_text().split())
-    # the service carries its classes' CPU weight towards its siblings in system.slice (D-Bus)
-    wait_for("the service's CPUWeight = its classes' sum",
-             lambda: prop("aios-host.service", "CPUWeight") == (busy / "cpu.weight").read_text().strip())
+    # the scope carries its classes' CPU weight towards its siblings (D-Bus), at least the default
+    wait_for("the scope's CPUWeight = its classes' sum",
+             lambda: prop("aios-classes.scope", "CPUWeight") == str(max(100, int((busy / "cpu.weight").read_text()))))
 
 
 def test_unit_matched_class_is_changed_through_dbus(service):
@@ -184,9 +187,10 @@ def test_every_write_is_a_structured_journal_event(service):
 def test_strangers_are_refused_and_the_daemon_keeps_running(service):
     rc, out = status_json(user="nobody")
     assert rc == 1 and "group only" in out.get("stderr", ""), out
+    import socket
+
     from aios_host import api
 
-    import socket
     s = socket.socket(socket.AF_UNIX)
     s.connect(api.SOCKET_PATH)
     s.sendall(b"{nonsense\n")
@@ -201,18 +205,18 @@ def test_reload_with_a_broken_policy_keeps_the_old_one(service):
     sh("systemctl", "reload", "aios-host.service")
     wait_for("policy_reload_failed event", lambda: journal("policy_reload_failed", since), timeout=30)
     assert main_pid() == pid and prop("aios-host.service", "ActiveState") == "active"
-    assert (SERVICE_CG / "busy/memory.max").read_text().strip() == str(768 << 20)
+    assert (CLASSES_CG / "busy/memory.max").read_text().strip() == str(768 << 20)
     Path("/etc/aios-host/policy.toml").write_text(POLICY)
 
 
 def test_daemon_reload_leaves_every_applied_value_in_force(service):
     sh("systemd-run", "--wait", "--quiet", "--slice=aios-training-jobs.slice", "true")  # a systemd job ran
-    before = {"web": files(WEB_CG), "busy": files(SERVICE_CG / "busy")}
+    before = {"web": files(WEB_CG), "busy": files(CLASSES_CG / "busy")}
     sh("systemctl", "daemon-reload")
     time.sleep(3)
-    after = {"web": files(WEB_CG), "busy": files(SERVICE_CG / "busy")}
+    after = {"web": files(WEB_CG), "busy": files(CLASSES_CG / "busy")}
     assert after == before
-    assert "cpu" in (SERVICE_CG / "cgroup.subtree_control").read_text().split()
+    assert "cpu" in (CLASSES_CG / "cgroup.subtree_control").read_text().split()
     st = status_json()[1]
     assert st["drift"] == [], st["drift"]
 
@@ -246,7 +250,8 @@ def test_stop_restores_byte_exact_and_moves_workloads_back(service):
     sh("systemctl", "stop", "aios-host.service", timeout=120)
     assert files(WEB_CG) == service["web_before"]
     assert {p: prop(WEB_UNIT, p) for p in service["props_before"]} == service["props_before"]
-    assert not (SERVICE_CG / "busy").exists()
+    assert not (CLASSES_CG / "busy").exists()
+    wait_for("the classes scope stopped", lambda: prop("aios-classes.scope", "ActiveState") != "active", 30)
     assert sorted((service["hog_cg"] / "cgroup.procs").read_text().split()) == service["hog_pids_before"]
     assert not Path("/run/aios-host/state.json").exists() or \
         json.loads(Path("/run/aios-host/state.json").read_text())["applies"] == []

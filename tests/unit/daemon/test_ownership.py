@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from aios_host.daemon.ownership import SERVICE_MEMORY_FLOOR_BYTES, SystemdRouter
+from aios_host.daemon.ownership import SystemdRouter
 from aios_host.kernel.cgroup import CgroupFs
 from aios_host.kernel.root import SysRoot
 from aios_host.kernel.systemd import CGROUP_LIMIT_MAX, CGROUP_WEIGHT_INVALID
@@ -12,14 +12,14 @@ from aios_host.policy.plan import DesiredCgroup, Plan, Write
 from tests.unit.fixtures import fake_v2_host, put
 
 M = "/sys/fs/cgroup"
-BASE = "system.slice/aios-host.service"
+BASE = "aios.slice/aios-classes.scope"
 
 
 class FakeBus:
     def __init__(self) -> None:
         self.props = {"web.service": {"MemoryMax": CGROUP_LIMIT_MAX, "CPUWeight": CGROUP_WEIGHT_INVALID},
-                      "aios-host.service": {"CPUWeight": CGROUP_WEIGHT_INVALID, "MemoryMin": 64 << 20,
-                                            "MemoryLow": 64 << 20}}
+                      "aios-classes.scope": {"CPUWeight": CGROUP_WEIGHT_INVALID, "MemoryMin": 0,
+                                             "MemoryLow": 0}}
         self.set: list[tuple[str, dict]] = []
 
     def get_properties(self, unit, names, interface=None):
@@ -34,10 +34,10 @@ class FakeBus:
 
 def router(tmp_path):
     fake_v2_host(tmp_path)
-    for f, v in (("memory.min", "67108864\n"), ("memory.low", "67108864\n"), ("cpu.weight", "100\n")):
+    for f, v in (("memory.min", "0\n"), ("memory.low", "0\n"), ("cpu.weight", "100\n")):
         put(tmp_path, f"{M}/{BASE}/{f}", v)
     bus = FakeBus()
-    return SystemdRouter(CgroupFs(SysRoot(tmp_path)), bus, BASE, "aios-host.service"), bus
+    return SystemdRouter(CgroupFs(SysRoot(tmp_path)), bus, BASE, "aios-classes.scope"), bus
 
 
 def w(op, path, old, new, ctrl="memory"):
@@ -78,10 +78,9 @@ def test_the_service_carries_the_sum_of_its_classes_protection_and_weight(tmp_pa
         DesiredCgroup("system.slice/web.service", False, {"memory.min": ("999999999", ""), "cpu.weight": ("7", "")}),
     ]
     out = {x.path: x for x in r.route(Plan(()), desired).writes}
-    assert out["aios-host.service/memory.min"].new == str(1536 << 20)
-    assert out["aios-host.service/cpu.weight"].new == "200"
+    assert out["aios-classes.scope/memory.min"].new == str(1536 << 20)
+    assert out["aios-classes.scope/cpu.weight"].new == "200"
     idle = [DesiredCgroup(f"{BASE}/a", True, {"cpu.weight": ("1", "")})]
-    # idle classes never drag the service (and the daemon in it) below systemd's default weight
-    assert {x.path: x.new for x in r.route(Plan(()), idle).writes}.get("aios-host.service/cpu.weight") in (None, "100")
-    assert "aios-host.service/memory.low" not in out  # the sum is under the unit's 64M floor: as is
-    assert SERVICE_MEMORY_FLOOR_BYTES == 64 << 20
+    # idle classes never drag the scope below systemd's default weight
+    assert {x.path: x.new for x in r.route(Plan(()), idle).writes}.get("aios-classes.scope/cpu.weight") in (None, "100")
+    assert out["aios-classes.scope/memory.low"].new == "1048576"
