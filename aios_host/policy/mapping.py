@@ -3,8 +3,15 @@
 The allocation is of CPU only (problem.py): it sets cpu.weight. Every other file comes from the
 policy and the host; supervisor/limits.py reads a class's values from here for its job's ranks.
 
-- cpu.weight: proportional to the class's allocated cores (mean allocation = 100), so that under
-  full contention the kernel's work-conserving shares reproduce the LP's split;
+- cpu.weight: proportional to the cores the class is entitled to (mean = 100), times
+  TIER_WEIGHT_FACTOR for each priority tier it stands above the lowest. Entitled = the larger of
+  its allocation and its guaranteed cpu.min: the kernel is work-conserving, so weight an idle class
+  does not use costs nobody anything, while a guaranteed class that went idle (demand 0, so
+  allocation 0) and wakes up must get its guarantee at once, not after the daemon's next decision.
+  The tier factor makes the LP's "higher tiers are served first" hold in the kernel too: with
+  weights merely proportional to allocations, a lower tier with unbounded demand (CPU hogs) takes
+  half of whatever a higher tier's rising demand has not yet been allocated. Scaled down together
+  when the largest would pass the kernel's 10000;
 - cpu.max: only where the class has a max (a hard cap);
 - cpuset.cpus/mems: exclusive classes get their whole cores; the other managed classes get the
   rest, so nothing else of ours runs on exclusive cores;
@@ -28,6 +35,8 @@ from aios_host.policy.schema import Policy
 from aios_host.policy.targets import ClassTarget
 from aios_host.policy.units import Quantity, format_bytes, round_to_page
 
+TIER_WEIGHT_FACTOR = 10  # cpu.weight multiplier per priority tier above the lowest
+
 CPU_PERIOD_USEC = 100_000
 
 
@@ -42,6 +51,25 @@ def _share(q: Quantity, cap: float, n: int) -> str:
     return str(round_to_page(q.resolve(cap)) // n // 4096 * 4096)
 
 
+def cpu_weights(policy: Policy, alloc: Allocation, cpu_capacity: float) -> dict[str, tuple[int, float]]:
+    """{class: (cpu.weight, entitled cores)} as the module docstring says."""
+    cpu_of = alloc.amounts.column("cpu")
+    entitled = {}
+    for spec in policy.classes:
+        guaranteed = spec.cpu.min.resolve(cpu_capacity) if spec.cpu.min is not None else 0.0
+        entitled[spec.name] = max(cpu_of[spec.name], guaranteed)
+    if not any(entitled.values()):  # all idle and nothing guaranteed: equal, by tier alone
+        share = {n: 1.0 for n in entitled}
+    else:
+        mean = sum(entitled.values()) / len(entitled)
+        share = {n: e / mean for n, e in entitled.items()}
+    rank = {p: i for i, p in enumerate(sorted({c.priority for c in policy.classes}))}
+    raw = {c.name: 100 * share[c.name] * TIER_WEIGHT_FACTOR ** rank[c.priority] for c in policy.classes}
+    top = max(raw.values(), default=0.0)
+    scale = min(1.0, 10000 / top) if top > 0 else 1.0
+    return {n: (max(1, min(10000, round(w * scale))), entitled[n]) for n, w in raw.items()}
+
+
 def desired_state(
     policy: Policy,
     targets: dict[str, ClassTarget],
@@ -51,8 +79,7 @@ def desired_state(
     cpu_capacity: float,
     mem_capacity: float,
 ) -> list[DesiredCgroup]:
-    cpu_of = alloc.amounts.column("cpu")
-    mean_cpu = (sum(cpu_of.values()) or 1.0) / max(1, len(policy.classes))
+    weights = cpu_weights(policy, alloc, cpu_capacity)
     exclusive_cpus = sorted({c for cpus in cores.cpus.values() for c in cpus})
     exclusive_set = set(exclusive_cpus)
     shared_cpus = [c.id for c in inv.cpus if c.id not in exclusive_set]
@@ -65,10 +92,10 @@ def desired_state(
         name = spec.name
         t = targets[name]
         n = len(t.cgroups) or 1  # several matched cgroups share the class allocation equally
-        cpu = cpu_of[name]
-        weight = max(1, min(10000, round(100 * cpu / mean_cpu))) if mean_cpu > 0 else 100
+        weight, entitled = weights[name]
         files: dict[str, tuple[str, str]] = {
-            "cpu.weight": (str(weight), f"allocated {cpu:.2f} cores ({weight / 100:.2f}x the mean)")}
+            "cpu.weight": (str(weight), f"entitled to {entitled:.2f} cores (allocated or guaranteed), "
+                                        f"tier {spec.priority}")}
         cpu_spec, mem = spec.cpu, spec.memory
         if cpu_spec.max is not None:
             cores_max = cpu_spec.max.resolve(cpu_capacity) / n
