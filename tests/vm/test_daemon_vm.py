@@ -124,6 +124,7 @@ def service():
             sh("journalctl", "-u", "aios-host", "-o", "short-monotonic", "--no-pager", check=False).stdout)
     sh("systemctl", "stop", "aios-host.service", check=False)
     sh("systemctl", "stop", WEB_UNIT, HOG_UNIT, check=False)
+    Path("/etc/aios-host/policy.toml").unlink(missing_ok=True)  # ours, not install's: leave none
 
 
 def test_service_is_active_and_status_says_so(service):
