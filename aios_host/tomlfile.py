@@ -7,6 +7,8 @@ Shared by policy/schema.py and supervisor/spec.py so that both speak the same er
 from __future__ import annotations
 
 import difflib
+import os
+import stat
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -15,11 +17,25 @@ from pydantic import BaseModel
 
 from aios_host.errors import AiosError
 
+MAX_TOML_BYTES = 16 << 20
+
 
 def read_toml(path: Path, error: type[AiosError], what: str) -> dict[str, Any]:
-    """Parse a TOML file; every failure is `error("PATH: reason")`, one line."""
+    """Parse a TOML file; every failure is `error("PATH: reason")`, one line. Only a regular file
+    is read: opening a FIFO would block forever (a daemon's reload included), a device could be
+    endless."""
     try:
-        text = path.read_bytes().decode("utf-8")
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                raise error(f"{path}: not a regular file")
+            if st.st_size > MAX_TOML_BYTES:
+                raise error(f"{path}: {st.st_size} bytes; a {what} is at most {MAX_TOML_BYTES}")
+            with os.fdopen(os.dup(fd), "rb") as f:
+                text = f.read().decode("utf-8")
+        finally:
+            os.close(fd)
     except FileNotFoundError:
         raise error(f"{path}: no such {what}") from None
     except UnicodeDecodeError as exc:

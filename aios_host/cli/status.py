@@ -9,6 +9,7 @@ import argparse
 import time
 from typing import Any
 
+from aios_host.cli.daemon import _seconds
 from aios_host.output import print_json
 
 
@@ -78,5 +79,5 @@ def add_parsers(sub: argparse._SubParsersAction, common: argparse.ArgumentParser
 
     s = sub.add_parser("status", parents=[common], help="is the daemon running, and what is it doing")
     s.add_argument("--socket", default=SOCKET_PATH, help="API socket (default %(default)s)")
-    s.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for the daemon")
+    s.add_argument("--timeout", type=_seconds, default=5.0, help="how long to wait for the daemon (default 5s)")
     s.set_defaults(func=cmd_status)

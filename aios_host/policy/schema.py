@@ -225,6 +225,13 @@ def _merge(base: dict[str, Any], child: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _resolved(path: Path) -> Path:
+    try:
+        return path.resolve()
+    except (RuntimeError, OSError) as exc:  # 3.11: a symlink loop is a RuntimeError
+        raise PolicyError(f"{path}: cannot read ({exc})") from None
+
+
 def _resolve(path: Path, seen: tuple[Path, ...]) -> dict[str, Any]:
     raw = read_toml(path, PolicyError, "policy file")
     base_name = raw.get("extends")
@@ -232,7 +239,7 @@ def _resolve(path: Path, seen: tuple[Path, ...]) -> dict[str, Any]:
         return raw
     if not isinstance(base_name, str):
         raise PolicyError(f"{path}: extends: {base_name!r} is not a file name")
-    base_path = (path.parent / base_name).resolve()
+    base_path = _resolved(path.parent / base_name)
     if base_path in seen:
         chain = " -> ".join(str(p) for p in (*seen, base_path))
         raise PolicyError(f"{path}: extends: cycle {chain}")
@@ -249,7 +256,7 @@ def _resolve(path: Path, seen: tuple[Path, ...]) -> dict[str, Any]:
 def load_policy(path: str | Path) -> Policy:
     """Read, merge (extends) and validate a policy file. Raises PolicyError with one line."""
     p = Path(path)
-    data = _resolve(p, (p.resolve(),))
+    data = _resolve(p, (_resolved(p),))
     try:
         return Policy.model_validate(data)
     except ValidationError as exc:
