@@ -3,7 +3,7 @@
 Run (host, root): .venv/bin/python tests/bench/bench_isolation.py [--json] [--out DIR] [--phases ...]
 It boots the QEMU test VM once (vagrant/qemu-vm run; this host's cgroup v2 has no controllers), runs
 the guest side there (`--guest`, which writes /out/isolation.json) and prints the table from that
-file. About 9-10 minutes. Before booting it waits (up to --wait-max s) while another QEMU VM runs,
+file. About 13 minutes. Before booting it waits (up to --wait-max s) while another QEMU VM runs,
 and during the run it watches for one: a configuration that overlapped another VM is marked `*`
 (the host has 2 CPUs, so a second TCG guest halves this one's speed and makes the timings
 meaningless), and the solo reference is taken from uncontended solo runs where there is one.
@@ -15,7 +15,7 @@ The workloads, identical in every configuration:
              to --req-ms on the idle VM), and its own client. Its demand changes over time, in
              phases: busy (2 closed-loop clients: both workers saturated, i.e. all the VM's 2 CPUs)
              and light (one open-loop client at --light-rps; latency counted from the intended
-             send time). Default B L B, 15 s each. (A light periodic sleeper would not do: the
+             send time). Default B15 L25 B15 L25 (s). (A light periodic sleeper would not do: the
              scheduler's wake-up preference already shields it from hogs.)
   batch      `iso-batch.service`: stress-ng --cpu 2 --cpu-method int64 --metrics-brief (bogo ops:
              the batch's own work done), through a warm-up (--warmup s) before the phases and to
@@ -840,7 +840,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", action="store_true", help="print the summary as JSON")
     ap.add_argument("--out", help="host: out dir of the VM run (default /tmp/aios-bench-isolation-DATE); "
                                    "guest: where isolation.json goes")
-    ap.add_argument("--phases", default="B15,L15,B15", help="B<s> busy / L<s> light, comma separated")
+    ap.add_argument("--phases", default="B15,L25,B15,L25",
+                    help="B<s> busy / L<s> light, comma separated. Light time must exceed busy time for the "
+                         "batch-work target to be reachable at all: a perfect isolator leaves the batch ~0 "
+                         "CPUs while busy and 2 while light, the cpuset split 1 throughout")
     ap.add_argument("--warmup", type=float, default=8.0, help="s both sides run before the phases")
     ap.add_argument("--light-rps", type=float, default=15.0)
     ap.add_argument("--req-ms", type=float, default=8.0,
