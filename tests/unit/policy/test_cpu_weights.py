@@ -37,10 +37,10 @@ def test_weights_stay_in_the_kernels_range():
     pol = policy([{"name": f"t{i}", "priority": i} for i in range(6)])
     w = cpu_weights(pol, alloc_for(pol, {f"t{i}": 1.0 for i in range(6)}, 6.0), 6.0)
     assert all(1 <= v <= 10000 for v, _ in w.values())
-    assert w["t5"][0] == 10000
+    assert w["t5"][0] == 10000 and w["t0"][0] == 1
 
 
 def test_all_idle_and_unguaranteed_is_by_tier_alone():
     pol = policy([{"name": "a", "priority": 1}, {"name": "b"}])
     w = cpu_weights(pol, alloc_for(pol, {"a": 0.0, "b": 0.0}), 4.0)
-    assert (w["a"][0], w["b"][0]) == (1000, 100)
+    assert (w["a"][0], w["b"][0]) == (100 * TIER_WEIGHT_FACTOR, 100)
