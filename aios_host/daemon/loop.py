@@ -102,6 +102,9 @@ class Daemon:
         self._probe_factory = probe_factory
         self._probe_prev: Any = None
         self._probe_figs: dict[str, ClassProbeFigures] = {}
+        self._probe_holder: dict[str, Any] = {}
+        self._readings: dict[str, ClassReading] = {}
+        self._usage: dict[str, ClassUsage] = {}
         self._index: Any = None
         self._decided_usage: dict[str, ClassUsage] | None = None
         self._decided_at: float | None = None
@@ -542,8 +545,7 @@ class Daemon:
     def _publish(self, tick_s: float) -> None:
         d = self._decision
         classes = []
-        readings: dict[str, ClassReading] = getattr(self, "_readings", {})
-        usage: dict[str, ClassUsage] = getattr(self, "_usage", {})
+        readings, usage = self._readings, self._usage
         columns = self._decided_columns()
         none: tuple[dict[str, float], dict[str, float]] = ({}, {})
         figs = self._probe_figs
@@ -582,8 +584,7 @@ class Daemon:
             classes=tuple(classes),
             bindings=tuple(b._asdict() for b in d.allocation.bindings) if d else (),
             sources=(self._probe_source.health(),) if self._probe_source else (),
-            probes_attached=tuple(sorted(getattr(self._probe_holder.get("p"), "loaded", {})))
-            if self._probe_source else (),
+            probes_attached=tuple(sorted(getattr(self._probe_holder.get("p"), "loaded", {}))),
             host_cpu_some_avg10=psi["cpu"], host_memory_some_avg10=psi["memory"], host_io_some_avg10=psi["io"],
             host_cpus=self.inv.cpu_count, host_memory_bytes=int(self.inv.memory_total_bytes),
             capacity_cpu_cores=d.capacity.cpu_cores if d else 0.0,
