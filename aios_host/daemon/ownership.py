@@ -86,21 +86,15 @@ class CgroupfsRouter:
         pass
 
 
-def _owned_classes(policy: Policy) -> list[str]:
-    return [c.name for c in policy.classes if not (c.match.cgroup or c.match.unit or c.match.slice)]
-
-
 class SystemdRouter:
-    def __init__(self, fs: CgroupFs, bus: systemd.SystemdBus, base: str | None, own_unit: str) -> None:
+    def __init__(self, fs: CgroupFs, bus: systemd.SystemdBus, base: str, own_unit: str) -> None:
         self.fs = fs
         self._bus = bus
         self.bus = SystemdUnitSetter(bus)
-        self.base = base  # our delegated subtree, relative to the mount; None: not delegated
+        self.base = base  # the delegated classes scope's cgroup, relative to the mount
         self.own_unit = own_unit
 
     def adapt_policy(self, policy: Policy) -> Policy:
-        if self.base is None:
-            return policy
         if policy.host.managed_root.strip("/") != self.base:
             log.info("managed_root_delegated", policy_managed_root=policy.host.managed_root, used=self.base,
                      why="systemd owns every cgroup outside the service's delegated subtree")
@@ -108,14 +102,10 @@ class SystemdRouter:
         return policy.model_copy(update={"host": host})
 
     def unavailable_reason(self, policy: Policy) -> str:
-        owned = _owned_classes(policy)
-        if self.base is None and owned:
-            return (f"{self.own_unit} is not delegated (Delegate=yes): class cgroups for {', '.join(owned)} "
-                    "have nowhere to live under systemd; run as aios-host.service")
-        return ""
+        return ""  # owned classes live in the classes scope, unit-matched ones go through D-Bus
 
     def _ours(self, rel: str) -> bool:
-        return self.base is not None and (rel == self.base or rel.startswith(self.base + "/"))
+        return rel == self.base or rel.startswith(self.base + "/")
 
     def route(self, plan: Plan, desired: Sequence[DesiredCgroup]) -> Plan:
         mount = self.fs.mount + "/"
@@ -153,8 +143,6 @@ class SystemdRouter:
 
     def _own_unit_writes(self, desired: Sequence[DesiredCgroup]) -> list[Write]:
         """What our own unit must carry for the classes below it (see the module docstring)."""
-        if self.base is None:
-            return []
         sums = {"memory.min": 0, "memory.low": 0, "cpu.weight": 0}
         for d in desired:
             if not self._ours(d.rel):
@@ -187,13 +175,10 @@ class SystemdRouter:
         return Write("unit", f"{unit}/{file}", self.bus.originals(unit, file), w.new, w.reason, w.controller, True)
 
     def describe(self) -> str:
-        return f"systemd: {self.own_unit}, delegated subtree /{self.base}" if self.base else \
-            f"systemd: {self.own_unit} (not delegated: unit-matched classes only)"
+        return f"systemd: {self.own_unit}, delegated subtree /{self.base}"
 
     def release(self) -> None:
         """After a full restore: stop the classes scope if only its holder is left in it."""
-        if self.base is None:
-            return
         left = [c.name for c in self.fs.cgroup(self.base).children() if c.name != HOLDER_LEAF]
         if left:
             log.warning("classes_scope_kept", scope=self.own_unit, cgroups=",".join(sorted(left)))

@@ -325,20 +325,13 @@ CLASS_KEYS = ("cpu_usage_cores", "cpu_some_avg10", "runq_p99_seconds", "nr_procs
 
 def daemon_classes() -> dict[str, dict[str, object]] | None:
     """The daemon's latest view of each class (its API, as `aios_host.api.call` speaks it), or None."""
+    from aios_host import api
+    from aios_host.errors import AiosError
+
     try:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-            s.settimeout(0.5)
-            s.connect(API_SOCK)
-            s.sendall(b'{"cmd": "snapshot"}\n')
-            buf = b""
-            while not buf.endswith(b"\n"):
-                chunk = s.recv(1 << 20)
-                if not chunk:
-                    break
-                buf += chunk
-        snap = json.loads(buf)
+        snap = api.call({"cmd": "snapshot"}, API_SOCK, timeout_s=0.5)
         return {c["name"]: {k: c.get(k) for k in CLASS_KEYS} for c in snap.get("classes", [])}
-    except (OSError, ValueError, KeyError, TypeError):
+    except (AiosError, OSError, KeyError, TypeError):
         return None
 
 
