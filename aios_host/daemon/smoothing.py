@@ -1,7 +1,11 @@
 """Each class's demand inputs, smoothed over ticks (an EWMA per class and signal).
 
 - CPU: the rate of cpu.stat usage_usec between two ticks, smoothed with a half-life of
-  `half_life_s` (alpha = 1 - 2^(-dt / half_life), so irregular ticks weigh by their length);
+  `half_life_s` (alpha = 1 - 2^(-dt / half_life), so irregular ticks weigh by their length) on the
+  way down and `rise_half_life_s` (default 0: at once) on the way up: fast attack, slow release,
+  as autoscalers and senpai do. A class whose load comes back is given its share at the next
+  decision; one that goes quiet keeps it a while (the VM isolation bench: a symmetric 5 s
+  half-life left the protected server under-weighted for the first seconds of each busy phase);
 - run-queue p99 (sched probe): smoothed the same way; PSI avg10 is the kernel's own 10 s average
   and is taken as it is;
 - a class with nothing running (cgroup.events: populated 0 in all its cgroups) demands nothing:
@@ -27,6 +31,13 @@ def ewma(prev: float | None, value: float, dt_s: float, half_life_s: float) -> f
     return prev + alpha * (value - prev)
 
 
+def attack_release(prev: float | None, value: float, dt_s: float, rise_half_life_s: float,
+                   fall_half_life_s: float) -> float:
+    """An EWMA with one half-life for rises and another for falls."""
+    rising = prev is None or value > prev
+    return ewma(prev, value, dt_s, rise_half_life_s if rising else fall_half_life_s)
+
+
 @dataclass
 class _State:
     usage_usec: int | None = None
@@ -36,8 +47,9 @@ class _State:
 
 
 class UsageSmoother:
-    def __init__(self, half_life_s: float = 5.0) -> None:
+    def __init__(self, half_life_s: float = 5.0, rise_half_life_s: float = 0.0) -> None:
         self.half_life_s = half_life_s
+        self.rise_half_life_s = rise_half_life_s
         self._state: dict[str, _State] = {}
 
     def update(
@@ -59,9 +71,10 @@ class UsageSmoother:
                 dt = now_s - st.at_s
                 if dt > 0:
                     rate = max(0, r.cpu_usage_usec - st.usage_usec) / 1e6 / dt
-                    st.cpu = ewma(st.cpu, rate, dt, self.half_life_s)
+                    st.cpu = attack_release(st.cpu, rate, dt, self.rise_half_life_s, self.half_life_s)
                     if p is not None and p.runq_p99_usec is not None:
-                        st.runq = ewma(st.runq, p.runq_p99_usec, dt, self.half_life_s)
+                        st.runq = attack_release(st.runq, p.runq_p99_usec, dt, self.rise_half_life_s,
+                                                 self.half_life_s)
             elif p is not None and p.runq_p99_usec is not None and st.runq is None:
                 st.runq = p.runq_p99_usec
             st.usage_usec, st.at_s = r.cpu_usage_usec, now_s

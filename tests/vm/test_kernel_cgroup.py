@@ -122,12 +122,20 @@ def test_freeze_and_thaw(leaf):
 
 
 def test_move_pid_and_stats(fs, leaf):
-    p = subprocess.Popen(["/bin/sleep", "1000"])
+    # cgroup v2 does not move memory charges with a process: what it had is charged where it was.
+    # So the child allocates (and touches) 8 MiB only after the move, and that must show here.
+    child = ("import sys; sys.stdin.readline(); b = bytearray(8 << 20); "
+             "print('allocated', flush=True); sys.stdin.readline()")
+    p = subprocess.Popen([sys.executable, "-c", child], stdin=subprocess.PIPE,
+                         stdout=subprocess.PIPE, text=True)
     try:
         leaf.move_pid(p.pid)
         assert p.pid in leaf.procs()
         assert fs.cgroup_of_pid(p.pid).rel == leaf.rel
-        assert leaf.memory_current() > 0
+        p.stdin.write("go\n")
+        p.stdin.flush()
+        assert p.stdout.readline().strip() == "allocated"
+        assert leaf.memory_current() >= 8 << 20
         assert leaf.pressure("cpu") is not None and "usage_usec" in leaf.cpu_stat()
         assert isinstance(leaf.memory_events(), dict) and leaf.memory_stat()["anon"] >= 0
     finally:

@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from aios_host.actuate.state import DAEMON_RECORD, DaemonJournal, StateStore
-from aios_host.daemon.hysteresis import Hysteresis
+from aios_host.daemon.hysteresis import Hysteresis, magnitude
 from aios_host.daemon.measure import ClassReading
 from aios_host.daemon.smoothing import UsageSmoother, ewma
 from aios_host.daemon.sources import SlowSource
@@ -24,14 +24,14 @@ def w(path: str, new: str, op: str = "write") -> Write:
 
 def test_a_value_must_hold_for_n_ticks_and_rest_between_changes():
     h = Hysteresis(hold_ticks=3, cooldown_s=10)
-    assert h.select([w("/a/memory.max", "1")], 0) == ([], 1)
-    assert h.select([w("/a/memory.max", "1")], 1) == ([], 1)
-    now, held = h.select([w("/a/memory.max", "1")], 2)
-    assert [x.new for x in now] == ["1"] and held == 0
+    assert h.select([w("/a/memory.max", "2")], 0) == ([], 1)
+    assert h.select([w("/a/memory.max", "2")], 1) == ([], 1)
+    now, held = h.select([w("/a/memory.max", "2")], 2)
+    assert [x.new for x in now] == ["2"] and held == 0
     h.written(now, 2)
-    for t in (3, 4, 5):  # a new value holds 3 ticks, but the file rests until t=12
-        assert h.select([w("/a/memory.max", "2")], t)[0] == []
-    assert [x.new for x in h.select([w("/a/memory.max", "2")], 12)[0]] == ["2"]
+    for t in (3, 4, 5):  # a lower value holds 3 ticks, but the file rests until t=12
+        assert h.select([w("/a/memory.max", "1")], t)[0] == []
+    assert [x.new for x in h.select([w("/a/memory.max", "1")], 12)[0]] == ["1"]
 
 
 def test_a_flapping_decision_is_never_written():
@@ -145,3 +145,51 @@ def test_concurrent_journal_writers_lose_no_record(tmp_path):
     recs = store.load()
     assert len([r for r in recs if r.policy.startswith("cli-")]) == 20
     assert len(next(r for r in recs if r.id == DAEMON_RECORD).writes) == 20
+
+
+def test_a_rise_is_written_at_once_a_fall_holds_and_rests():
+    h = Hysteresis(hold_ticks=3, cooldown_s=10)
+    up = Write("write", "/a/cpu.weight", "100", "5000", "why")
+    now, held = h.select([up], 0)
+    assert now == [up] and held == 0
+    h.written(now, 0)
+    down = Write("write", "/a/cpu.weight", "5000", "100", "why")
+    for t in range(1, 10):  # held 3 ticks, then resting until t=10
+        assert h.select([down], t)[0] == []
+    assert h.select([down], 10)[0] == [down]
+
+
+def test_a_flapping_value_rises_once_and_never_falls_back_within_the_hold():
+    h = Hysteresis(hold_ticks=3, cooldown_s=0)
+    writes = 0
+    cur = "100"
+    for t in range(30):
+        new = "200" if t % 2 == 0 else "100"
+        if new == cur:
+            h.select([], t)
+            continue
+        now, _ = h.select([Write("write", "/a/memory.low", cur, new, "why")], t)
+        h.written(now, t)
+        writes += len(now)
+        cur = now[0].new if now else cur
+    assert writes == 1 and cur == "200"
+
+
+@pytest.mark.parametrize("path,value,expect", [
+    ("/a/memory.max", "max", float("inf")), ("/a/cpu.max", "50000 100000", 50000.0),
+    ("/a/cpu.max", "max 100000", float("inf")), ("/a/io.weight", "default 100", 100.0),
+    ("u.service/IOWeight", "default 1000", 1000.0), ("/a/cgroup.subtree_control", "+cpu", None),
+    ("u.service/cpu.weight", '{"CPUWeight": 1}', None), ("/a/memory.low", "", None),
+])
+def test_magnitude_of_control_values(path, value, expect):
+    assert magnitude(path, value) == expect
+
+
+def test_usage_rises_at_once_and_falls_with_the_half_life():
+    s = UsageSmoother(half_life_s=5)
+    reading = lambda usec: ClassReading(True, usec, None, None, None, None)  # noqa: E731
+    s.update({"a": reading(0)}, None, 0)
+    assert s.update({"a": reading(100_000)}, None, 1)["a"].cpu_cores == pytest.approx(0.1)
+    assert s.update({"a": reading(2_100_000)}, None, 2)["a"].cpu_cores == pytest.approx(2.0)
+    falling = s.update({"a": reading(2_100_000)}, None, 7)["a"].cpu_cores  # idle for one half-life
+    assert falling == pytest.approx(1.0)
