@@ -19,7 +19,8 @@ class FakeBus:
     def __init__(self) -> None:
         self.props = {"web.service": {"MemoryMax": CGROUP_LIMIT_MAX, "CPUWeight": CGROUP_WEIGHT_INVALID},
                       "aios-classes.scope": {"CPUWeight": CGROUP_WEIGHT_INVALID, "MemoryMin": 0,
-                                             "MemoryLow": 0}}
+                                             "MemoryLow": 0},
+                      "aios.slice": {"CPUWeight": CGROUP_WEIGHT_INVALID}}
         self.set: list[tuple[str, dict]] = []
 
     def get_properties(self, unit, names, interface=None):
@@ -36,6 +37,7 @@ def router(tmp_path):
     fake_v2_host(tmp_path)
     for f, v in (("memory.min", "0\n"), ("memory.low", "0\n"), ("cpu.weight", "100\n")):
         put(tmp_path, f"{M}/{BASE}/{f}", v)
+    put(tmp_path, f"{M}/aios.slice/cpu.weight", "100\n")
     bus = FakeBus()
     return SystemdRouter(CgroupFs(SysRoot(tmp_path)), bus, BASE, "aios-classes.scope"), bus
 
@@ -84,3 +86,23 @@ def test_the_service_carries_the_sum_of_its_classes_protection_and_weight(tmp_pa
     # idle classes never drag the scope below systemd's default weight
     assert {x.path: x.new for x in r.route(Plan(()), idle).writes}.get("aios-classes.scope/cpu.weight") in (None, "100")
     assert out["aios-classes.scope/memory.low"].new == "1048576"
+
+
+def test_aios_slice_weighs_its_classes_against_unit_matched_ones_outside(tmp_path):
+    r, bus = router(tmp_path)
+    protected_unit = [
+        DesiredCgroup(f"{BASE}/batch", True, {"cpu.weight": ("20", "")}),
+        DesiredCgroup("system.slice/web.service", False, {"cpu.weight": ("10000", "")}),
+    ]
+    out = {x.path: x for x in r.route(Plan(()), protected_unit).writes}
+    assert out["aios.slice/cpu.weight"].new == "1"  # 100 * 20 / 10000, at least 1
+    assert json.loads(out["aios.slice/cpu.weight"].old) == {"CPUWeight": CGROUP_WEIGHT_INVALID}
+    batch_unit = [
+        DesiredCgroup(f"{BASE}/prot", True, {"cpu.weight": ("5000", "")}),
+        DesiredCgroup("system.slice/web.service", False, {"cpu.weight": ("10", "")}),
+    ]
+    out = {x.path: x.new for x in r.route(Plan(()), batch_unit).writes}
+    assert out["aios.slice/cpu.weight"] == "10000"  # 100 * 5000 / 10 = 50000, at most 10000
+    # no class outside: systemd's default, already there, so nothing to write
+    only_ours = [DesiredCgroup(f"{BASE}/prot", True, {"cpu.weight": ("5000", "")})]
+    assert "aios.slice/cpu.weight" not in {x.path for x in r.route(Plan(()), only_ours).writes}
