@@ -9,10 +9,30 @@ import errno as errno_mod
 import os
 
 
+def shown(value: object, limit: int = 40) -> str:
+    """A value (or key) for an error line: hostile input can be kilobytes long, and one line must
+    stay readable. repr() also makes control characters and NULs visible."""
+    r = repr(value)
+    if len(r) <= limit:
+        return r
+    return r[: limit - 5] + "...'" if isinstance(value, str) else r[: limit - 3] + "..."
+
+
+def one_line(text: str) -> str:
+    """Control characters (a newline in a file name, a NUL in a key) escaped as repr() would, so
+    that an error names hostile input and still stays one line."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 class AiosError(Exception):
-    """An error caused by input or by the host, not by a bug in aios-host."""
+    """An error caused by input or by the host, not by a bug in aios-host. str() is one line."""
 
     exit_code = 1
+
+    def __str__(self) -> str:
+        return one_line(super().__str__())
 
 
 class KernelError(AiosError):
@@ -31,7 +51,7 @@ class KernelError(AiosError):
 
     def __str__(self) -> str:
         what = f"{self.path}: {self.op} failed: {self.errno_name} ({os.strerror(self.errno)})"
-        return f"{what}; {self.detail}" if self.detail else what
+        return one_line(f"{what}; {self.detail}" if self.detail else what)
 
     @classmethod
     def from_oserror(cls, op: str, path: str | os.PathLike[str], exc: OSError) -> KernelError:

@@ -15,7 +15,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from aios_host.errors import AiosError
+from aios_host.errors import AiosError, shown
 
 MAX_TOML_BYTES = 16 << 20
 
@@ -24,28 +24,31 @@ def read_toml(path: Path, error: type[AiosError], what: str) -> dict[str, Any]:
     """Parse a TOML file; every failure is `error("PATH: reason")`, one line. Only a regular file
     is read: opening a FIFO would block forever (a daemon's reload included), a device could be
     endless."""
+    shown_path = str(path) if len(str(path)) <= 200 else shown(str(path), 200)
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
         try:
             st = os.fstat(fd)
             if not stat.S_ISREG(st.st_mode):
-                raise error(f"{path}: not a regular file")
+                raise error(f"{shown_path}: not a regular file")
             if st.st_size > MAX_TOML_BYTES:
-                raise error(f"{path}: {st.st_size} bytes; a {what} is at most {MAX_TOML_BYTES}")
+                raise error(f"{shown_path}: {st.st_size} bytes; a {what} is at most {MAX_TOML_BYTES}")
             with os.fdopen(os.dup(fd), "rb") as f:
                 text = f.read().decode("utf-8")
         finally:
             os.close(fd)
     except FileNotFoundError:
-        raise error(f"{path}: no such {what}") from None
+        raise error(f"{shown_path}: no such {what}") from None
     except UnicodeDecodeError as exc:
-        raise error(f"{path}: not UTF-8 text (byte {exc.start})") from None
+        raise error(f"{shown_path}: not UTF-8 text (byte {exc.start})") from None
     except OSError as exc:
-        raise error(f"{path}: cannot read ({exc.strerror})") from None
+        raise error(f"{shown_path}: cannot read ({exc.strerror})") from None
+    except ValueError:  # a NUL in the name: no such file can exist
+        raise error(f"{shown_path}: not a file name (it holds a NUL byte)") from None
     try:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise error(f"{path}: invalid TOML: {exc}") from None
+        raise error(f"{shown_path}: invalid TOML: {exc}") from None
 
 
 def loc_str(loc: tuple[int | str, ...]) -> str:
@@ -55,7 +58,8 @@ def loc_str(loc: tuple[int | str, ...]) -> str:
         if isinstance(part, int):
             out += f"[{part}]"
         else:
-            out += ("." if out else "") + part
+            key = part if len(part) <= 40 and part.isprintable() else shown(part)
+            out += ("." if out else "") + key
     return out
 
 
@@ -96,12 +100,12 @@ def describe(model: type[BaseModel], err: dict[str, Any]) -> tuple[str, str]:
     kind = err["type"]
     if kind == "extra_forbidden":
         key = str(loc[-1])
-        return loc_str(loc), f"unknown key {key!r}{did_you_mean(key, fields_at(model, loc[:-1]))}"
+        return loc_str(loc), f"unknown key {shown(key)}{did_you_mean(key, fields_at(model, loc[:-1]))}"
     if kind == "missing":
         return loc_str(loc), "required key is missing"
     msg = str(err["msg"]).removeprefix("Value error, ")
     if kind not in ("value_error", "assertion_error"):
-        msg = f"{err.get('input')!r}: {msg[0].lower()}{msg[1:]}"
+        msg = f"{shown(err.get('input'))}: {msg[0].lower()}{msg[1:]}"
     return loc_str(loc), msg
 
 

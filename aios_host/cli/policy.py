@@ -71,6 +71,7 @@ def _plan_json(d: Decision, applied: bool | None = None) -> dict[str, Any]:
 def cmd_check(args: argparse.Namespace) -> int:
     from aios_host.policy.demand import build_problem, capacity
     from aios_host.policy.engine import assign
+    from aios_host.policy.mapping import memory_files, protections
     from aios_host.policy.schema import load_policy
     from aios_host.policy.solver import solve
 
@@ -84,6 +85,9 @@ def cmd_check(args: argparse.Namespace) -> int:
             smt = max(len(c) for c in inv.cores) if inv.cores else 1
             solve(build_problem(policy, cap, {}, smt=smt))  # guarantees fit this host?
             assign(policy, inv)  # exclusive cores fit?
+            prot = protections(policy, cap.memory_bytes)
+            for spec in policy.classes:  # memory limits that would come to nothing on this host
+                memory_files(spec, prot, cap.memory_bytes, 1)
             results.append({"file": f, "ok": True, "classes": len(policy.classes)})
             if not args.json:
                 print(f"{f}: ok ({len(policy.classes)} classes; capacity {cap.cpu_cores:g} cores, "
@@ -177,8 +181,6 @@ def cmd_rollback(args: argparse.Namespace) -> int:
         if not args.json:
             print(f"the daemon restored {reply.get('restored', 0)} changes and is paused "
                   "(until the next `policy apply`)")
-    elif args.root != "/" and not SysRoot(args.root).root.is_dir():
-        raise AiosError(f"--root {args.root}: no such directory")
     undone = rollback(SysRoot(args.root))
     if args.json:
         print_json({"rolled_back": [{"id": r.id, "policy": r.policy, "writes": len(r.writes)}

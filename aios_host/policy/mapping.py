@@ -31,11 +31,11 @@ from __future__ import annotations
 
 from aios_host.kernel import cgroup_format as fmt
 from aios_host.kernel.inventory import Inventory
-from aios_host.policy.plan import DesiredCgroup
+from aios_host.policy.plan import DesiredCgroup, PlanError
 from aios_host.policy.problem import Allocation, CoreAssignment
-from aios_host.policy.schema import Policy
+from aios_host.policy.schema import ClassSpec, Policy
 from aios_host.policy.targets import ClassTarget
-from aios_host.policy.units import Quantity, format_bytes, round_to_page
+from aios_host.policy.units import PAGE_SIZE_BYTES, Quantity, format_bytes, round_to_page
 
 TIER_WEIGHT_FACTOR = 100  # cpu.weight multiplier per priority tier above the lowest
 
@@ -51,6 +51,43 @@ def _protection(mem_min: Quantity | None, mem_low: Quantity | None, cap: float) 
 def _share(q: Quantity, cap: float, n: int) -> str:
     """A memory size split between n cgroups, in pages, as the kernel will read it back."""
     return str(round_to_page(q.resolve(cap)) // n // 4096 * 4096)
+
+
+def protections(policy: Policy, mem_capacity: float) -> dict[str, float]:
+    return {c.name: _protection(c.memory.min, c.memory.low, mem_capacity)
+            for c in policy.classes if c.memory.min is not None or c.memory.low is not None}
+
+
+def memory_files(spec: ClassSpec, protection: dict[str, float], mem_capacity: float,
+                 n: int) -> dict[str, tuple[str, str]]:
+    """memory.min/low/high/max of one of the class's n cgroups. A memory.high or memory.max that
+    comes to less than a page (an "auto" with every byte promised to other classes, a tiny share,
+    a size split over many cgroups) is refused: the kernel would store 0 and reclaim or OOM-kill
+    everything in the class."""
+    mem, name = spec.memory, spec.name
+    files: dict[str, tuple[str, str]] = {}
+    if mem.min is not None:
+        files["memory.min"] = (_share(mem.min, mem_capacity, n), f"min {mem.min}")
+    if mem.low is not None:
+        files["memory.low"] = (_share(mem.low, mem_capacity, n), f"low {mem.low}")
+    if mem.high == "auto":
+        own = protection.get(name, 0.0)
+        others = sum(protection.values()) - own
+        high = round_to_page(max(own, mem_capacity - others) / n)
+        why = f"auto: {format_bytes(mem_capacity)} less others' protection {format_bytes(others)}"
+        if mem.max is not None and round_to_page(mem.max.resolve(mem_capacity)) // n < high:
+            high, why = int(_share(mem.max, mem_capacity, n)), f"auto, capped at max {mem.max}"
+        files["memory.high"] = (str(high), why)
+    elif mem.high is not None:
+        files["memory.high"] = (_share(mem.high, mem_capacity, n), f"high {mem.high}")
+    if mem.max is not None:
+        files["memory.max"] = (_share(mem.max, mem_capacity, n), f"max {mem.max}")
+    for f in ("memory.high", "memory.max"):
+        if f in files and int(files[f][0]) < PAGE_SIZE_BYTES:
+            per = f" per cgroup (split over {n})" if n > 1 else ""
+            raise PlanError(f"class {name}: {f} comes to {files[f][0]} bytes{per} ({files[f][1]}): below one "
+                            "page the kernel stores 0 and reclaims or OOM-kills the whole class")
+    return files
 
 
 def cpu_weights(policy: Policy, alloc: Allocation, cpu_capacity: float) -> dict[str, tuple[int, float]]:
@@ -86,9 +123,7 @@ def desired_state(
     exclusive_set = set(exclusive_cpus)
     shared_cpus = [c.id for c in inv.cpus if c.id not in exclusive_set]
     all_nodes = sorted(inv.numa_nodes)
-    protection = {c.name: _protection(c.memory.min, c.memory.low, mem_capacity)
-                  for c in policy.classes if c.memory.min is not None or c.memory.low is not None}
-    total_protection = sum(protection.values())
+    protection = protections(policy, mem_capacity)
     out: list[DesiredCgroup] = []
     for spec in policy.classes:
         name = spec.name
@@ -98,7 +133,7 @@ def desired_state(
         files: dict[str, tuple[str, str]] = {
             "cpu.weight": (str(weight), f"entitled to {entitled:.2f} cores (allocated or guaranteed), "
                                         f"tier {spec.priority}")}
-        cpu_spec, mem = spec.cpu, spec.memory
+        cpu_spec = spec.cpu
         if cpu_spec.max is not None:
             cores_max = cpu_spec.max.resolve(cpu_capacity) / n
             quota = max(1000, round(cores_max * CPU_PERIOD_USEC))
@@ -113,24 +148,7 @@ def desired_state(
         elif exclusive_cpus and t.owned:
             files["cpuset.mems"] = (fmt.format_cpu_list(all_nodes), "all NUMA nodes")
             files["cpuset.cpus"] = (fmt.format_cpu_list(shared_cpus), "cores not held exclusively")
-        if mem.min is not None:
-            files["memory.min"] = (_share(mem.min, mem_capacity, n), f"min {mem.min}")
-        if mem.low is not None:
-            files["memory.low"] = (_share(mem.low, mem_capacity, n), f"low {mem.low}")
-        if mem.high is None:
-            pass
-        elif mem.high == "auto":
-            own = protection.get(name, 0.0)
-            others = total_protection - own
-            high = round_to_page(max(own, mem_capacity - others) / n)
-            why = f"auto: {format_bytes(mem_capacity)} less others' protection {format_bytes(others)}"
-            if mem.max is not None and round_to_page(mem.max.resolve(mem_capacity)) // n < high:
-                high, why = int(_share(mem.max, mem_capacity, n)), f"auto, capped at max {mem.max}"
-            files["memory.high"] = (str(high), why)
-        else:
-            files["memory.high"] = (_share(mem.high, mem_capacity, n), f"high {mem.high}")
-        if mem.max is not None:
-            files["memory.max"] = (_share(mem.max, mem_capacity, n), f"max {mem.max}")
+        files.update(memory_files(spec, protection, mem_capacity, n))
         io = spec.io
         files["io.weight"] = (f"default {io.weight}", "io.weight") if io.weight else (
             f"default {spec.weight}", "class weight")

@@ -27,8 +27,9 @@ from pydantic import (
     model_validator,
 )
 
-from aios_host.errors import AiosError
-from aios_host.policy.units import Quantity, parse_cores, parse_size
+from aios_host.errors import AiosError, shown
+from aios_host.policy.regex import RegexError, compile_regex
+from aios_host.policy.units import CORES_MAX, PAGE_SIZE_BYTES, SIZE_MAX_BYTES, Quantity, parse_cores, parse_size
 from aios_host.tomlfile import deep_merge, describe, read_toml
 
 
@@ -38,13 +39,14 @@ class PolicyError(AiosError):
 
 _SIZE_SCHEMA = {
     "anyOf": [
-        {"type": "integer", "minimum": 0},
+        {"type": "integer", "minimum": 0, "maximum": SIZE_MAX_BYTES},
         {"type": "string", "pattern": r"^\d+(\.\d+)?\s*([KMGTPkmgtp](i?B)?|B)?$|^\d+(\.\d+)?%$"},
     ],
     "description": "bytes, a size with a binary unit (512M, 4G, 1.5GiB) or a share of host memory (50%)",
 }
 _CORES_SCHEMA = {
-    "anyOf": [{"type": "number", "minimum": 0}, {"type": "string", "pattern": r"^\d+(\.\d+)?%$"}],
+    "anyOf": [{"type": "number", "minimum": 0, "maximum": CORES_MAX},
+              {"type": "string", "pattern": r"^\d+(\.\d+)?%$"}],
     "description": "cores (2, 2.5) or a share of the host's CPUs (50%)",
 }
 _serialize = PlainSerializer(lambda q: str(q) if q.percent else q.value, return_type=Any)
@@ -52,6 +54,22 @@ Size = Annotated[Quantity, BeforeValidator(parse_size), WithJsonSchema(_SIZE_SCH
 Cores = Annotated[Quantity, BeforeValidator(parse_cores), WithJsonSchema(_CORES_SCHEMA), _serialize]
 NAME_RE = r"^[a-z0-9][a-z0-9_-]{0,62}$"
 DEVICE_RE = re.compile(r"^\d+:\d+$")
+# systemd's unit names (unit-name.c): these characters, at most 255 of them; globs add *?[]!
+UNIT_GLOB_PATTERN = r"^[A-Za-z0-9:_.\\@*?\[\]!-]{1,255}$"
+NUMA_NODES_MAX = 1024  # MAX_NUMNODES with the largest NODES_SHIFT (10)
+GPU_INDEX_MAX = 1023
+IOPS_MAX = (1 << 63) - 1  # io.max parses u64; kept to the same bound as sizes
+
+
+def _no_dot_segments(path: str) -> str:
+    """A cgroup path that stays where it is said to be: no '.' or '..' segment, no empty one, each
+    a valid directory name (NAME_MAX 255)."""
+    for seg in path.strip("/").split("/"):
+        if seg in (".", ".."):
+            raise ValueError(f"{shown(path)}: '{seg}' would leave the cgroup tree it names")
+        if len(seg.encode()) > 255:
+            raise ValueError(f"{shown(path)}: a path segment is longer than 255 bytes")
+    return path
 
 
 class _Strict(BaseModel):
@@ -64,31 +82,46 @@ class HostSpec(_Strict):
     managed_root: str = Field(
         default="aios.slice",
         pattern=r"^[A-Za-z0-9_.@-]+(/[A-Za-z0-9_.@-]+)*$",
+        max_length=4096,
         description="cgroup (relative to the cgroup2 mount) under which class cgroups are made",
     )
+
+    @field_validator("managed_root")
+    @classmethod
+    def _stays_inside(cls, v: str) -> str:
+        return _no_dot_segments(v)
 
 
 class MatchSpec(_Strict):
     cgroup: list[str] = Field(default_factory=list, description="cgroup path globs, e.g. 'system.slice/vllm*'")
-    unit: str | None = Field(default=None, description="systemd unit name (glob)")
-    slice: str | None = Field(default=None, description="systemd slice name")
-    comm: str | None = Field(default=None, description="regex on the process comm")
-    exe: str | None = Field(default=None, description="regex on the process executable path")
-    job: str | None = Field(default=None, description="aios-host job label")
+    unit: str | None = Field(default=None, pattern=UNIT_GLOB_PATTERN, description="systemd unit name (glob)")
+    slice: str | None = Field(default=None, pattern=UNIT_GLOB_PATTERN, description="systemd slice name")
+    comm: str | None = Field(default=None, description="regex (RE2 syntax) on the process comm")
+    exe: str | None = Field(default=None, description="regex (RE2 syntax) on the process executable path")
+    job: str | None = Field(default=None, max_length=255, description="aios-host job label")
 
     @field_validator("cgroup", mode="before")
     @classmethod
     def _one_or_many(cls, v: object) -> object:
         return [v] if isinstance(v, str) else v
 
+    @field_validator("cgroup")
+    @classmethod
+    def _globs_stay_inside(cls, v: list[str]) -> list[str]:
+        for g in v:
+            if not g.strip("/") or "\0" in g:
+                raise ValueError(f"{shown(g)} is not a cgroup path or glob")
+            _no_dot_segments(g)
+        return v
+
     @field_validator("comm", "exe")
     @classmethod
     def _regex(cls, v: str | None) -> str | None:
         if v is not None:
             try:
-                re.compile(v)
-            except re.error as exc:
-                raise ValueError(f"{v!r} is not a valid regular expression ({exc})") from None
+                compile_regex(v)
+            except RegexError as exc:
+                raise ValueError(f"{shown(v)} is not a regular expression RE2 takes ({exc})") from None
         return v
 
 
@@ -96,8 +129,9 @@ class CpuSpec(_Strict):
     min: Cores | None = Field(default=None, description="guaranteed cores")
     max: Cores | None = Field(default=None, description="hard cap (cpu.max)")
     exclusive: bool = Field(default=False, description="whole cores for this class alone; count = min")
-    numa: int | None = Field(default=None, ge=0, description="preferred NUMA node")
-    gpus: list[int] = Field(default_factory=list, description="GPU indexes to place cores near")
+    numa: int | None = Field(default=None, ge=0, lt=NUMA_NODES_MAX, description="preferred NUMA node")
+    gpus: list[Annotated[int, Field(ge=0, le=GPU_INDEX_MAX)]] = Field(
+        default_factory=list, description="GPU indexes to place cores near")
 
     @model_validator(mode="after")
     def _consistent(self) -> CpuSpec:
@@ -123,6 +157,18 @@ class MemorySpec(_Strict):
         return v if v == "auto" else parse_size(v)
 
     @model_validator(mode="after")
+    def _at_least_a_page(self) -> MemorySpec:
+        # The kernel rounds limits down to pages: below one, memory.high/max become 0 and every
+        # process in the class is reclaimed to nothing or OOM-killed.
+        for key, q in (("high", self.high), ("max", self.max)):
+            if isinstance(q, Quantity) and not q.percent and q.value < PAGE_SIZE_BYTES:
+                raise ValueError(f"{key} {q.value:g} bytes is below one page ({PAGE_SIZE_BYTES}): the kernel would "
+                                 "set 0 and OOM-kill the class")
+            if isinstance(q, Quantity) and q.percent and q.value <= 0:
+                raise ValueError(f"{key} 0% would set 0 and OOM-kill the class")
+        return self
+
+    @model_validator(mode="after")
     def _ordered(self) -> MemorySpec:
         chain = [("min", self.min), ("low", self.low), ("high", self.high), ("max", self.max)]
         given = [(k, q) for k, q in chain if isinstance(q, Quantity)]
@@ -135,8 +181,8 @@ class MemorySpec(_Strict):
 class IoMaxSpec(_Strict):
     rbps: Size | None = None
     wbps: Size | None = None
-    riops: int | None = Field(default=None, gt=0)
-    wiops: int | None = Field(default=None, gt=0)
+    riops: int | None = Field(default=None, gt=0, le=IOPS_MAX)
+    wiops: int | None = Field(default=None, gt=0, le=IOPS_MAX)
 
 
 class IoSpec(_Strict):
@@ -230,6 +276,8 @@ def _resolved(path: Path) -> Path:
         return path.resolve()
     except (RuntimeError, OSError) as exc:  # 3.11: a symlink loop is a RuntimeError
         raise PolicyError(f"{path}: cannot read ({exc})") from None
+    except ValueError:  # a NUL in the name
+        raise PolicyError(f"{shown(str(path))}: not a file name (it holds a NUL byte)") from None
 
 
 def _resolve(path: Path, seen: tuple[Path, ...]) -> dict[str, Any]:

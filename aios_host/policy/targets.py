@@ -9,11 +9,11 @@
 from __future__ import annotations
 
 import fnmatch
-import re
 from dataclasses import dataclass
 
 from aios_host.kernel.cgroup import Cgroup, CgroupFs
 from aios_host.kernel.root import SysRoot
+from aios_host.policy.regex import compile_regex
 from aios_host.policy.schema import ClassSpec, Policy
 
 JOB_ENV = b"AIOS_JOB="
@@ -66,8 +66,8 @@ def _matching_pids(root: SysRoot, spec: ClassSpec) -> tuple[int, ...]:
     m = spec.match
     if not (m.comm or m.exe or m.job):
         return ()
-    comm_re = re.compile(m.comm) if m.comm else None
-    exe_re = re.compile(m.exe) if m.exe else None
+    comm_re = compile_regex(m.comm) if m.comm else None
+    exe_re = compile_regex(m.exe) if m.exe else None
     pids = []
     for entry in root.listdir("/proc"):
         if not entry.isdigit() or entry == "1":

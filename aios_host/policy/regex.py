@@ -1,0 +1,34 @@
+"""Regular expressions from policy files (match.comm, match.exe), in RE2: linear time in the input.
+
+A policy's regex is run against every process's comm and exe on each rescan, and a local user
+chooses what those strings are. Python's backtracking `re` let `(a+)+$` against a 30-character
+executable name stall planning for seconds, doubling per character; RE2 (google-re2) has no
+backtracking, and refuses the constructs that need it (backreferences, lookaround), which are
+reported at `policy check` like any other error.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import re2
+
+PATTERN_MAX_CHARS = 1024  # a comm is 15 bytes, an exe path at most PATH_MAX: longer is a mistake
+
+_OPTIONS = re2.Options()
+_OPTIONS.log_errors = False  # RE2 would also print the error on stderr; ours is one line
+
+
+class RegexError(ValueError):
+    pass
+
+
+def compile_regex(pattern: str) -> Any:
+    """A compiled RE2 pattern (with .search like re's); RegexError with RE2's reason."""
+    if len(pattern) > PATTERN_MAX_CHARS:
+        raise RegexError(f"longer than {PATTERN_MAX_CHARS} characters")
+    try:
+        return re2.compile(pattern, options=_OPTIONS)
+    except re2.error as exc:
+        reason = exc.args[0].decode(errors="replace") if exc.args and isinstance(exc.args[0], bytes) else str(exc)
+        raise RegexError(reason) from None
