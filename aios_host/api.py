@@ -83,6 +83,8 @@ def parse_request(data: bytes) -> dict[str, Any]:
         req = json.loads(data.decode("utf-8"))
     except (UnicodeDecodeError, ValueError) as exc:
         raise AiosError(f"malformed request: not JSON ({str(exc).splitlines()[0]})") from None
+    except RecursionError:  # "[[[[...": json recurses per level (found by the API fuzzer)
+        raise AiosError("malformed request: nested too deeply") from None
     if not isinstance(req, dict) or not isinstance(req.get("cmd"), str):
         raise AiosError('malformed request: want a JSON object with a "cmd" string')
     return req
@@ -138,11 +140,19 @@ class ApiServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
         self.handler = handler
         self.group = group
         self.path = path
-        os.makedirs(os.path.dirname(path) or ".", mode=0o755, exist_ok=True)
-        if os.path.exists(path):
-            _refuse_if_live(path)
-            os.unlink(path)
-        super().__init__(path, _Conn)
+        try:
+            os.makedirs(os.path.dirname(path) or ".", mode=0o755, exist_ok=True)
+            if os.path.exists(path):
+                _refuse_if_live(path)
+                os.unlink(path)
+            super().__init__(path, _Conn)
+        except PermissionError:
+            # A daemon started by a non-root user runs observe-only; only the default socket's
+            # directory (/run/aios-host) is root's.
+            raise AiosError(f"{path}: permission denied (needs root, or a --socket in a directory "
+                            "this user may write)") from None
+        except OSError as exc:
+            raise AiosError(f"{path}: cannot serve the API here ({os.strerror(exc.errno or 0)})") from None
         # The socket is the front door; SO_PEERCRED decides who gets in. 0666 lets any local
         # user connect and be refused with a reason rather than EACCES with none.
         os.chmod(path, 0o666)
@@ -187,7 +197,7 @@ def call(request: dict[str, Any], path: str = SOCKET_PATH, timeout_s: float = 15
         except (FileNotFoundError, ConnectionRefusedError) as exc:
             raise NotRunning(f"{path}: the aios-host daemon is not running ({os.strerror(exc.errno or 0)})") from None
         except PermissionError:
-            raise AiosError(f"{path}: permission denied") from None
+            raise AiosError(f"{path}: permission denied (needs root)") from None
         s.sendall(json.dumps(request).encode() + b"\n")
         buf = b""
         while not buf.endswith(b"\n"):

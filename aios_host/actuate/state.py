@@ -61,7 +61,14 @@ class ApplyRecord:
                    d["started_unix"])
 
 
+def _denied(path: str | os.PathLike[str]) -> AiosError:
+    return AiosError(f"{path}: permission denied (needs root)")
+
+
 class StateStore:
+    """The journal file. Its errors never suggest removing it: it holds the only copy of the
+    originals that `policy rollback` and the daemon's exit put back."""
+
     def __init__(self, root: SysRoot, path: str = STATE_PATH) -> None:
         self.path = Path(root.path(path))
 
@@ -72,6 +79,8 @@ class StateStore:
         lock = self.path.with_name("state.lock")
         try:
             fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+        except PermissionError:
+            raise _denied(lock) from None
         except OSError as exc:
             raise AiosError(f"{lock}: cannot open the state lock ({os.strerror(exc.errno or 0)})") from None
         try:
@@ -83,29 +92,58 @@ class StateStore:
     def _mkdir(self) -> None:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        except PermissionError:
+            raise _denied(self.path.parent) from None
         except OSError as exc:
             raise AiosError(f"{self.path.parent}: cannot create the state directory "
                             f"({os.strerror(exc.errno or 0)})") from None
 
+    def _corrupt(self, reason: str) -> AiosError:
+        # Not "remove it": the originals in it are what a rollback restores. Moving it aside is
+        # named only as the explicit way to start afresh, and keeps the copy.
+        return AiosError(f"{self.path}: corrupt journal ({reason}); it holds the originals that `aios-host "
+                         f"policy rollback` restores: inspect and repair it, or to start afresh move it aside "
+                         f"and keep the copy (mv {self.path} {self.path}.bad)")
+
     def load(self) -> list[ApplyRecord]:
         try:
-            data = json.loads(self.path.read_text())
+            text = self.path.read_text()
         except FileNotFoundError:
             return []
         except PermissionError:
-            # Never suggest removing it: it is the only way back to the originals.
-            raise AiosError(f"{self.path}: permission denied reading the journal of originals "
-                            "(run as root)") from None
-        except (OSError, ValueError) as exc:
-            raise AiosError(f"{self.path}: unreadable state ({exc}); fix or remove it") from None
+            raise _denied(self.path) from None
+        except OSError as exc:
+            raise AiosError(f"{self.path}: cannot read the journal ({os.strerror(exc.errno or 0)})") from None
+        except ValueError as exc:  # not UTF-8
+            raise self._corrupt(str(exc)) from None
+        try:
+            data = json.loads(text)
+        except ValueError as exc:
+            raise self._corrupt(f"not JSON: {exc}") from None
+        if not isinstance(data, dict):
+            raise self._corrupt(f"a JSON {type(data).__name__}, not an object")
         if data.get("version") != VERSION:
             raise AiosError(f"{self.path}: state version {data.get('version')!r}, expected {VERSION}")
-        return [ApplyRecord.from_dict(r) for r in data.get("applies", [])]
+        try:
+            return [ApplyRecord.from_dict(r) for r in data.get("applies", [])]
+        except (KeyError, TypeError, AttributeError, ValueError) as exc:
+            reason = f"a record lacks {exc}" if isinstance(exc, KeyError) else f"bad record: {exc}"
+            raise self._corrupt(reason) from None
 
     def save(self, records: list[ApplyRecord]) -> None:
         self._mkdir()
         tmp = self.path.with_suffix(f".tmp.{os.getpid()}")
         body = json.dumps({"version": VERSION, "applies": [r.to_dict() for r in records]}, indent=1)
+        try:
+            self._write_atomic(tmp, body)
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            if isinstance(exc, PermissionError):
+                raise _denied(self.path) from None
+            raise AiosError(f"{self.path}: cannot write the journal ({os.strerror(exc.errno or 0)})") from None
+
+    def _write_atomic(self, tmp: Path, body: str) -> None:
         with open(tmp, "w") as f:
             f.write(body)
             f.flush()

@@ -4,6 +4,12 @@
 srun); rank output is shown with a [rankN]: prefix and kept in the rank logs. `--detach` starts the
 supervisor in the background and returns once the ranks are up (like systemd-run): that supervisor
 is `python -m aios_host.cli.job ...`, this module run on its own with only `job` and `bench`.
+
+Every flag is checked before anything is done, and a bad one is one line naming it: spec flags go
+through the spec's validation (so `--nproc four` and `nproc = "four"` get the same message), the
+others through `_duration_flag` / `_int_flag`; hence no argparse `type=` on them (argparse would
+print its usage block). `job run | stop` need root and say so in one line; `job ls | status | logs`
+only read.
 """
 
 from __future__ import annotations
@@ -11,6 +17,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import math
 import os
 import re
 import signal
@@ -36,6 +43,35 @@ _RESTART_KEYS = ("max_restarts", "backoff", "backoff_max", "jitter")
 
 def _echo(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
+
+
+def _flag_error(flag: str, value: object, problem: str) -> AiosError:
+    err = AiosError(f"{flag} {value!r}: {problem}")
+    err.exit_code = 2  # as a bad spec: usage, not a failure of the host
+    return err
+
+
+def _duration_flag(flag: str, value: str | float) -> float:
+    """A duration flag ("30", "2.5s", "2m") as seconds: finite, 0..MAX_DURATION_S."""
+    from aios_host.supervisor.spec import MAX_DURATION_S, parse_duration
+
+    try:
+        return parse_duration(value)
+    except ValueError as exc:
+        raise _flag_error(flag, value, f"{exc}; give seconds or 500ms/30s/2m/1h, "
+                                       f"at most {MAX_DURATION_S / 3600:g}h") from None
+
+
+def _int_flag(flag: str, value: str | int | None, lo: int, hi: int) -> int | None:
+    if value is None:
+        return None
+    try:
+        n = int(value, 10) if isinstance(value, str) else int(value)
+    except ValueError:
+        raise _flag_error(flag, value, "not a whole number") from None
+    if not lo <= n <= hi:
+        raise _flag_error(flag, value, f"outside {lo}..{hi}")
+    return n
 
 
 def _default_name(command: list[str], module: str | None) -> str:
@@ -70,13 +106,10 @@ def _overrides(args: argparse.Namespace, command: list[str]) -> dict[str, Any]:
 
 def build_spec(args: argparse.Namespace) -> tuple[Any, str | None]:
     """(JobSpec, spec file) from a spec file and/or flags; raises JobSpecError with one line."""
-    from aios_host.supervisor.spec import JobSpec, load_spec, merge, spec_from_dict
+    from aios_host.supervisor.spec import load_spec, merge, spec_from_dict
 
     if getattr(args, "spec_json", None):
-        data = json.loads(Path(args.spec_json).read_text())
-        with contextlib.suppress(OSError):
-            Path(args.spec_json).unlink()  # written by --detach for this one supervisor
-        return JobSpec.model_validate(data["spec"]), data.get("spec_file")
+        return _detached_spec(args.spec_json)
     spec_file = args.spec
     command = list(args.command or [])
     if spec_file is not None and not spec_file.endswith(".toml"):
@@ -92,6 +125,24 @@ def build_spec(args: argparse.Namespace) -> tuple[Any, str | None]:
     return spec_from_dict(merge({}, over), "command line", flags=True), None
 
 
+def _detached_spec(path: str) -> tuple[Any, str | None]:
+    """The spec that this detached supervisor's own `job run --detach` wrote for it (and only for
+    it: the file name is unique to that invocation); read once, then removed."""
+    from aios_host.supervisor.spec import spec_from_dict
+
+    p = Path(path)
+    try:
+        data = json.loads(p.read_text())
+    except (OSError, ValueError) as exc:
+        raise AiosError(f"--spec-json {path}: unreadable ({exc})") from None
+    finally:
+        with contextlib.suppress(OSError):
+            p.unlink()
+    if not isinstance(data, dict) or not isinstance(data.get("spec"), dict):
+        raise AiosError(f"--spec-json {path}: no spec in it")
+    return spec_from_dict(data["spec"], f"--spec-json {path}"), data.get("spec_file")
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from aios_host.supervisor.gang import Supervisor
 
@@ -99,36 +150,53 @@ def cmd_run(args: argparse.Namespace) -> int:
     root = SysRoot(args.root)
     if args.detach:
         return _detach(args, spec, spec_file, root)
-    sup = Supervisor(spec, root, node_rank=args.node_rank, spec_file=spec_file,
-                     tee=None if args.quiet else sys.stdout, echo=_echo)
+    # the node rank is in the spec (--node-rank is one of its flags)
+    sup = Supervisor(spec, root, spec_file=spec_file, tee=None if args.quiet else sys.stdout, echo=_echo,
+                     lock_fd=args.lock_fd)
     return sup.run()
 
 
 def _detach(args: argparse.Namespace, spec: Any, spec_file: str | None, root: SysRoot) -> int:
+    from aios_host.errors import KernelError
     from aios_host.supervisor.gang import Supervisor
-    from aios_host.supervisor.state import JobStore
+    from aios_host.supervisor.state import JobStore, make_dirs
 
-    probe = Supervisor(spec, root, node_rank=args.node_rank)  # resolves the node rank and key
+    probe = Supervisor(spec, root)  # resolves the node rank and key
     store = JobStore(root)
-    if store.is_locked(probe.key):
-        raise AiosError(f"job {probe.key} is already running; stop it first or pick another --name")
-    data = spec.model_dump(by_alias=True)
-    data["workdir"] = data.get("workdir") or os.getcwd()
-    data["node_rank"] = probe.node_rank
-    run_dir = store.dir
-    run_dir.mkdir(parents=True, exist_ok=True)
-    spec_json = run_dir / f".{probe.key}.spec.json"
-    spec_json.write_text(json.dumps({"spec": data, "spec_file": spec_file}))
-    log_dir = store.log_dir(probe.key)
-    log_dir.mkdir(parents=True, exist_ok=True)
-    sup_log = log_dir / "supervisor.log"
-    before = store.load(probe.key).started_unix if probe.key in store.keys() else None
-    with open(sup_log, "ab") as out, open(os.devnull, "rb") as devnull:
-        child = subprocess.Popen(
-            [sys.executable, "-m", "aios_host.cli.job", "--log-level", "info", "job", "run", "--quiet",
-             "--root", args.root, "--spec-json", str(spec_json)],
-            stdin=devnull, stdout=out, stderr=out, start_new_session=True, close_fds=True,
-        )
+    # The lock before anything of the job is written, handed to the supervisor as an inherited
+    # fd: of two `job run --detach` of one name the loser stops here with one line, and the
+    # winner's supervisor can only ever run the spec that its own invocation wrote.
+    lock_fd = store.lock(probe.key)
+    spec_json: Path | None = None
+    try:
+        data = spec.model_dump(by_alias=True)
+        data["workdir"] = data.get("workdir") or os.getcwd()
+        data["node_rank"] = probe.node_rank
+        spec_json = store.write_private(probe.key, {"spec": data, "spec_file": spec_file})
+        log_dir = store.log_dir(probe.key)
+        make_dirs(log_dir)
+        sup_log = log_dir / "supervisor.log"
+        before = None
+        with contextlib.suppress(AiosError):
+            before = store.load(probe.key).started_unix if probe.key in store.keys() else None
+        try:
+            out = open(sup_log, "ab")  # noqa: SIM115 - closed right after the spawn
+        except OSError as exc:
+            raise KernelError.from_oserror("open", sup_log, exc) from None
+        with out, open(os.devnull, "rb") as devnull:
+            child = subprocess.Popen(
+                [sys.executable, "-m", "aios_host.cli.job", "--log-level", "info", "job", "run", "--quiet",
+                 "--root", args.root, "--spec-json", str(spec_json), "--lock-fd", str(lock_fd)],
+                stdin=devnull, stdout=out, stderr=out, start_new_session=True, close_fds=True,
+                pass_fds=(lock_fd,),
+            )
+    except BaseException:
+        if spec_json is not None:
+            with contextlib.suppress(OSError):
+                spec_json.unlink()
+        raise
+    finally:
+        os.close(lock_fd)  # the supervisor holds the lock through its own copy from here on
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         rc = child.poll()
@@ -159,10 +227,13 @@ def _age(t: float) -> str:
     return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
 
 
-def _status(store: Any, st: Any) -> str:
-    if st.active and not store.is_locked(st.key):
-        return f"dead ({st.status})"  # the supervisor is gone without writing its end
-    return st.status
+def _live_dict(store: Any, st: Any) -> dict[str, Any]:
+    """A state for --json, with the live status of the job and of each rank."""
+    d = st.to_dict()
+    d["status"] = store.live_status(st)
+    for rd, rs in zip(d["ranks"], st.ranks, strict=True):
+        rd["status"] = store.live_rank_status(st, rs)
+    return d
 
 
 def cmd_ls(args: argparse.Namespace) -> int:
@@ -171,15 +242,17 @@ def cmd_ls(args: argparse.Namespace) -> int:
     store = JobStore(SysRoot(args.root))
     states = []
     for k in store.keys():
-        with contextlib.suppress(AiosError):
+        try:
             states.append(store.load(k))
+        except AiosError as exc:
+            _echo(f"aios-host: warning: {exc}")  # one unreadable job must not hide the others
     if args.json:
-        print_json({"jobs": [{**s.to_dict(), "status": _status(store, s)} for s in states]})
+        print_json({"jobs": [_live_dict(store, s) for s in states]})
         return 0
     if not states:
         print("no jobs")
         return 0
-    rows = [(s.key, _status(store, s), f"{s.nproc}x{s.nnodes}", f"{s.restart}/{s.max_restarts}",
+    rows = [(s.key, store.live_status(s), f"{s.nproc}x{s.nnodes}", f"{s.restart}/{s.max_restarts}",
              s.master_port or "-", s.launcher, s.supervisor_pid, _age(s.started_unix),
              "-" if s.exit_code is None else s.exit_code) for s in states]
     print(render(["job", "status", "ranks", "restarts", "port", "launcher", "supervisor", "age", "exit"], rows))
@@ -192,17 +265,18 @@ def cmd_status(args: argparse.Namespace) -> int:
     store = JobStore(SysRoot(args.root))
     states = store.find(args.name)
     if args.json:
-        print_json({"instances": [{**s.to_dict(), "status": _status(store, s)} for s in states]})
+        print_json({"instances": [_live_dict(store, s) for s in states]})
         return 0
     for s in states:
-        print(f"job {s.key}: {_status(store, s)}, {s.world_size} ranks ({s.nproc} on node {s.node_rank} of "
+        print(f"job {s.key}: {store.live_status(s)}, {s.world_size} ranks ({s.nproc} on node {s.node_rank} of "
               f"{s.nnodes}), {s.backend}, class {s.cls}, launcher {s.launcher}, restart {s.restart}/"
               f"{s.max_restarts}, MASTER {s.master_addr}:{s.master_port}, supervisor pid {s.supervisor_pid}")
         if s.cgroup:
             print(f"  cgroup: {s.cgroup_mount}/{s.cgroup}")
         print(f"  logs: {s.log_dir if s.launcher == 'cgroup' else 'journalctl JOB=' + s.key}")
         print(f"  command: {' '.join(s.command)}")
-        rows = [(r.rank, r.local_rank, r.pid or "-", r.unit or r.cgroup or "-", r.status, r.exit or "-",
+        rows = [(r.rank, r.local_rank, r.pid or "-", r.unit or r.cgroup or "-", store.live_rank_status(s, r),
+                 r.exit or "-",
                  "-" if r.last_step is None else r.last_step,
                  "-" if r.step_s is None else f"{r.step_s * 1e3:.1f}",
                  ",".join(map(str, r.cpus)) or "all", "-" if r.gpu is None else r.gpu) for r in s.ranks]
@@ -242,12 +316,50 @@ def _kill_dead_instance(root: SysRoot, st: Any) -> None:
         systemd.stop_and_reset(units)
 
 
+def _wait_s(st: Any, timeout_s: float) -> float:
+    """How long `job stop` waits: the job's stop_grace (as its state file says; bounded, whatever
+    the file holds) plus --timeout."""
+    from aios_host.supervisor.spec import MAX_DURATION_S
+
+    grace = st.stop_grace
+    if not isinstance(grace, int | float) or not math.isfinite(grace):
+        grace = MAX_DURATION_S
+    return min(max(float(grace), 0.0), MAX_DURATION_S) + timeout_s
+
+
+def _stop_live(store: Any, st: Any, timeout_s: float) -> None:
+    """SIGTERM to the process that holds the job's lock, until the lock is free. The holder, not
+    the state file's pid: that pid may be a dead supervisor's, since reused; and a supervisor that
+    takes over the lock (a detached one from its `job run`) is signalled too."""
+    signalled: set[int] = set()
+    deadline = time.monotonic() + _wait_s(st, timeout_s)
+    while store.is_locked(st.key) and time.monotonic() < deadline:
+        pid = store.holder_pid(st.key)
+        if pid is not None and pid not in signalled:
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+            except PermissionError:
+                raise AiosError(f"job {st.key}: cannot signal supervisor pid {pid} (permission denied); "
+                                "aios-host job stop needs root") from None
+            signalled.add(pid)
+        time.sleep(0.05)
+    if store.is_locked(st.key):
+        who = f"supervisor pid {', '.join(map(str, sorted(signalled)))}" if signalled else "its supervisor"
+        raise AiosError(f"job {st.key}: {who} did not stop within {timeout_s:g}s after the "
+                        f"{_wait_s(st, 0):g}s grace")
+
+
 def cmd_stop(args: argparse.Namespace) -> int:
     from aios_host.supervisor.state import JobStore
 
+    timeout_s = _duration_flag("--timeout", args.timeout)
     root = SysRoot(args.root)
     store = JobStore(root)
     states = store.find(args.name)
+    if any(st.active for st in states):
+        store.require_writable("stop")  # one line before anything is done, not a traceback halfway
     results = []
     for st in states:
         if not st.active:
@@ -264,16 +376,7 @@ def cmd_stop(args: argparse.Namespace) -> int:
             store.save(st)
             results.append((st.key, "stopped (supervisor was dead)", None))
             continue
-        try:
-            os.kill(st.supervisor_pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
-        deadline = time.monotonic() + st.stop_grace + args.timeout
-        while store.is_locked(st.key) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        if store.is_locked(st.key):
-            raise AiosError(f"job {st.key}: supervisor pid {st.supervisor_pid} did not stop within "
-                            f"{args.timeout:g}s")
+        _stop_live(store, st, timeout_s)
         st = store.load(st.key)
         results.append((st.key, st.status, st.exit_code))
     if args.json:
@@ -303,25 +406,27 @@ def _filter_restart(data: bytes, restart: int | None, state: dict[str, int]) -> 
 def cmd_logs(args: argparse.Namespace) -> int:
     from aios_host.supervisor.state import JobStore
 
+    want_rank = _int_flag("--rank", args.rank, 0, 2**31 - 1)
+    restart = _int_flag("--restart", args.restart, 0, 2**31 - 1)
     root = SysRoot(args.root)
     store = JobStore(root)
     states = store.find(args.name)
     if any(s.launcher == "systemd" for s in states):
         matches = [f"JOB={s.key}" for s in states if s.launcher == "systemd"]
-        if args.rank is not None:
-            matches.append(f"RANK={args.rank}")
-        if args.restart is not None:
-            matches.append(f"RESTART={args.restart}")
-        return systemd.journal(matches, output="cat" if args.rank is not None else "short-iso",
+        if want_rank is not None:
+            matches.append(f"RANK={want_rank}")
+        if restart is not None:
+            matches.append(f"RESTART={restart}")
+        return systemd.journal(matches, output="cat" if want_rank is not None else "short-iso",
                                follow=args.follow)
     files: list[tuple[int, Path]] = []
     for s in states:
         for r in s.ranks:
-            if args.rank is None or r.rank == args.rank:
+            if want_rank is None or r.rank == want_rank:
                 files.append((r.rank, store.rank_log(s.key, r.rank)))
     if not files:
-        raise AiosError(f"job {args.name} has no rank {args.rank}")
-    prefix = args.rank is None and len(files) > 1
+        raise AiosError(f"job {args.name} has no rank {want_rank}")
+    prefix = want_rank is None and len(files) > 1
     offsets = {rank: 0 for rank, _ in files}
     fstate: dict[int, dict[str, int]] = {rank: {} for rank, _ in files}
     partial: dict[int, bytes] = {rank: b"" for rank, _ in files}
@@ -336,11 +441,13 @@ def cmd_logs(args: argparse.Namespace) -> int:
                     data = f.read()
             except FileNotFoundError:
                 continue
+            except PermissionError:
+                raise AiosError(f"{path}: cannot read (permission denied); rank logs may need root") from None
             if not data:
                 continue
             got = True
             offsets[rank] += len(data)
-            data = _filter_restart(partial[rank] + data, args.restart, fstate[rank]) if args.restart is not None \
+            data = _filter_restart(partial[rank] + data, restart, fstate[rank]) if restart is not None \
                 else partial[rank] + data
             *lines, rest = data.split(b"\n")
             partial[rank] = rest
@@ -374,15 +481,18 @@ def cmd_bench_allreduce(args: argparse.Namespace) -> int:
     from aios_host.workloads.allreduce import render
     from aios_host.workloads.sizes import parse_sizes
 
+    factor = _int_flag("--factor", args.factor, 2, 1024)
+    warmup = _int_flag("--warmup", args.warmup, 0, 1_000_000)
+    iters = _int_flag("--iters", args.iters, 1, 1_000_000)
     try:
-        parse_sizes(args.sizes, args.factor)
+        parse_sizes(args.sizes, factor or 2)
     except ValueError as exc:
         raise AiosError(f"--sizes: {exc}") from None
     fd, tmp = tempfile.mkstemp(prefix="aios-allreduce-", suffix=".json")
     os.close(fd)
     out = args.out or tmp
-    wl = ["--sizes", args.sizes, "--factor", str(args.factor), "--warmup", str(args.warmup),
-          "--iters", str(args.iters), "--algos", args.algos, "--min-iters", str(args.iters), "--out", out]
+    wl = ["--sizes", args.sizes, "--factor", str(factor), "--warmup", str(warmup),
+          "--iters", str(iters), "--algos", args.algos, "--min-iters", str(iters), "--out", out]
     data: dict[str, Any] = {"name": args.name or f"bench-allreduce-{os.getpid()}", "nproc": args.nproc,
                             "module": "aios_host.workloads.allreduce", "args": wl, "backend": args.backend,
                             "class": args.cls or "training", "launcher": args.launcher}
@@ -429,22 +539,22 @@ def add_parsers(sub: argparse._SubParsersAction, common: argparse.ArgumentParser
     r.add_argument("spec", nargs="?", metavar="SPEC", help="job spec (TOML); flags override its keys")
     r.add_argument("command", nargs="*", metavar="CMD", help="after --: the rank command")
     r.add_argument("--name", help="job name (default: from the command)")
-    r.add_argument("--nproc", type=int, help="ranks per host (default 1)")
+    r.add_argument("--nproc", help="ranks per host (default 1)")
     r.add_argument("--backend", choices=["gloo", "nccl", "auto"])
     r.add_argument("--class", dest="cls", metavar="CLASS", help="policy class (default training)")
     r.add_argument("--policy", help="policy file with the class's limits (default: the applied one)")
-    r.add_argument("--max-restarts", type=int, dest="max_restarts", help="gang restarts (default 0)")
+    r.add_argument("--max-restarts", dest="max_restarts", help="gang restarts (default 0)")
     r.add_argument("--backoff", help="first restart delay, e.g. 1s (doubles, up to --backoff-max)")
     r.add_argument("--backoff-max", dest="backoff_max")
-    r.add_argument("--jitter", type=float)
+    r.add_argument("--jitter")
     r.add_argument("--env", action="append", metavar="NAME=VALUE", help="rank environment (repeatable)")
     r.add_argument("--workdir")
     r.add_argument("--heartbeat-timeout", dest="heartbeat_timeout", help="hang after this silence, e.g. 60s")
-    r.add_argument("--straggler-factor", dest="straggler_factor", type=float)
+    r.add_argument("--straggler-factor", dest="straggler_factor")
     r.add_argument("--stop-grace", dest="stop_grace")
     r.add_argument("--hosts", help="comma-separated hosts, node 0 first")
-    r.add_argument("--node-rank", dest="node_rank", type=int)
-    r.add_argument("--rdzv-port", dest="rdzv_port", type=int)
+    r.add_argument("--node-rank", dest="node_rank")
+    r.add_argument("--rdzv-port", dest="rdzv_port")
     r.add_argument("--master-addr", dest="master_addr")
     r.add_argument("--cpu-affinity", dest="cpu_affinity", choices=["numa", "cores", "none"])
     r.add_argument("--launcher", choices=["auto", "systemd", "cgroup"])
@@ -454,6 +564,7 @@ def add_parsers(sub: argparse._SubParsersAction, common: argparse.ArgumentParser
     r.add_argument("--detach", action="store_true", help="return at once; the supervisor runs on")
     r.add_argument("--quiet", action="store_true", help="do not show rank output (it is still logged)")
     r.add_argument("--spec-json", dest="spec_json", help=argparse.SUPPRESS)
+    r.add_argument("--lock-fd", dest="lock_fd", type=int, help=argparse.SUPPRESS)  # from --detach
     r.set_defaults(func=cmd_run, args=None)
 
     ls = jsub.add_parser("ls", parents=[common], help="jobs on this host")
@@ -463,12 +574,12 @@ def add_parsers(sub: argparse._SubParsersAction, common: argparse.ArgumentParser
     st.set_defaults(func=cmd_status)
     sp = jsub.add_parser("stop", parents=[common], help="SIGTERM, the spec's stop_grace, then cgroup.kill")
     sp.add_argument("name")
-    sp.add_argument("--timeout", type=float, default=120.0, help="give up waiting after this (s)")
+    sp.add_argument("--timeout", default="120", help="give up this long after the grace (default 120s)")
     sp.set_defaults(func=cmd_stop)
     lg = jsub.add_parser("logs", parents=[common], help="rank logs (files, or journald under systemd)")
     lg.add_argument("name")
-    lg.add_argument("--rank", type=int)
-    lg.add_argument("--restart", type=int, help="only this restart's output")
+    lg.add_argument("--rank")
+    lg.add_argument("--restart", help="only this restart's output")
     lg.add_argument("-f", "--follow", action="store_true")
     lg.set_defaults(func=cmd_logs)
 
@@ -476,11 +587,11 @@ def add_parsers(sub: argparse._SubParsersAction, common: argparse.ArgumentParser
     bsub = b.add_subparsers(dest="bench_command", required=True, metavar="BENCH")
     ar = bsub.add_parser("allreduce", parents=[common],
                          help="AllReduce busbw: torch vs ring vs parameter server, with the ring model")
-    ar.add_argument("--nproc", type=int, default=2)
+    ar.add_argument("--nproc", default=2)
     ar.add_argument("--sizes", default="4K:256M", help="min:max (x --factor) or a,b,c")
-    ar.add_argument("--factor", type=int, default=2)
-    ar.add_argument("--warmup", type=int, default=5)
-    ar.add_argument("--iters", type=int, default=20)
+    ar.add_argument("--factor", default=2)
+    ar.add_argument("--warmup", default=5)
+    ar.add_argument("--iters", default=20)
     ar.add_argument("--algos", default="torch,ring,ps")
     ar.add_argument("--backend", default="auto", choices=["gloo", "nccl", "auto"])
     ar.add_argument("--class", dest="cls", default=None)

@@ -69,11 +69,8 @@ def _plan_json(d: Decision, applied: bool | None = None) -> dict[str, Any]:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    from aios_host.policy.demand import build_problem, capacity
-    from aios_host.policy.engine import assign
-    from aios_host.policy.mapping import memory_files, protections
+    from aios_host.policy.engine import check_on_host
     from aios_host.policy.schema import load_policy
-    from aios_host.policy.solver import solve
 
     root = SysRoot(args.root)
     inv = read_inventory(root)
@@ -81,13 +78,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     for f in args.files:
         try:
             policy = load_policy(f)
-            cap = capacity(policy, inv)
-            smt = max(len(c) for c in inv.cores) if inv.cores else 1
-            solve(build_problem(policy, cap, {}, smt=smt))  # guarantees fit this host?
-            assign(policy, inv)  # exclusive cores fit?
-            prot = protections(policy, cap.memory_bytes)
-            for spec in policy.classes:  # memory limits that would come to nothing on this host
-                memory_files(spec, prot, cap.memory_bytes, 1)
+            cap = check_on_host(policy, inv)
             results.append({"file": f, "ok": True, "classes": len(policy.classes)})
             if not args.json:
                 print(f"{f}: ok ({len(policy.classes)} classes; capacity {cap.cpu_cores:g} cores, "
@@ -133,6 +124,10 @@ def cmd_apply(args: argparse.Namespace) -> int:
             f"{args.file}: with systemd as PID 1, policies are applied by the daemon (its class cgroups "
             "live in its delegated subtree; systemd owns the rest): systemctl start aios-host, then run "
             "this again (or --dry-run to see the plan)")
+    if not args.dry_run and args.root == "/" and os.geteuid() != 0:
+        # Say so before measuring and deciding: the journal and the cgroup files are root's.
+        raise AiosError(f"{args.file}: applying writes cgroup files and /run/aios-host: needs root "
+                        "(or --dry-run to see the plan)")
     d, fs = _decide(args)
     if args.dry_run:
         if args.json:

@@ -119,15 +119,18 @@ def cmd_run(args: argparse.Namespace) -> int:
             print(_event_line(ev, {**index.known, 0: "(unknown)"}), flush=True)
 
     with ProbeSet(root, _options(args)) as probes:
-        snap, events = measure(probes, fs, duration, subtree=args.cgroup or "", on_event=show, index=index)
+        # Only the measurement itself: a signal while the probes load still ends the command at once.
+        with cli_base.StopSignals() as stop:
+            snap, events = measure(probes, fs, duration, subtree=args.cgroup or "", on_event=show, index=index,
+                                   stop=stop)
     rows_src = [c for c in snap.cgroups if args.all or c.active]
     if args.json:
         print_json({
             "attach": snap.attach, "interval_s": snap.interval_s, "lost_events": snap.lost_events,
-            "drops": dict(snap.drops or {}), "startup_s": probes.startup_s,
+            "drops": dict(snap.drops or {}), "startup_s": probes.startup_s, "interrupted": stop.name,
             "cgroups": [asdict(c) for c in rows_src], "events": [asdict(e) for e in events],
         })
-        return 0
+        return stop.report(snap.interval_s, duration)
     rows = [
         (c.path, c.runq_count, _fmt(c.runq_p50_usec), _fmt(c.runq_p99_usec), _fmt(c.oncpu_cores, 2),
          _fmt(c.preemptions_per_s), _fmt(c.faults_per_s), _fmt(c.reclaim_ms_per_s, 1),
@@ -144,7 +147,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     for st in probes.statuses.values():
         if st.status != "attached":
             print(f"probe {st.name}: {st.status}: {st.detail}")
-    return 0
+    return stop.report(snap.interval_s, duration)
 
 
 def cmd_stats(args: argparse.Namespace) -> int:
@@ -158,23 +161,27 @@ def cmd_stats(args: argparse.Namespace) -> int:
             raise AiosError("this kernel has no kernel.bpf_stats_enabled (5.1+): no run-time stats")
         before = probes.prog_counters()
         t0 = time.monotonic()
-        while time.monotonic() - t0 < duration:
-            probes.poll(timeout_ms=100)
+        # A signal ends the interval, not the process: the figures so far are printed and
+        # kernel.bpf_stats_enabled is still restored on the way out (SIGTERM used to leave it on).
+        with cli_base.StopSignals() as stop:
+            while time.monotonic() - t0 < duration and not stop():
+                probes.poll(timeout_ms=100)
         after = probes.prog_counters()
         interval = time.monotonic() - t0
     rows = overhead(before, after, interval, os.cpu_count() or 1)
     total_cpu = sum(r.cpu_pct for r in rows)
     if args.json:
         print_json({"interval_s": interval, "bpf_stats_enabled_before": old, "programs": [asdict(r) for r in rows],
-                   "total_cpu_pct": total_cpu, "total_host_cpu_pct": total_cpu / (os.cpu_count() or 1)})
-        return 0
+                   "total_cpu_pct": total_cpu, "total_host_cpu_pct": total_cpu / (os.cpu_count() or 1),
+                   "interrupted": stop.name})
+        return stop.report(interval, duration)
     table = [(r.probe, r.program, f"{r.runs_per_s:.0f}", _fmt(r.ns_per_run), f"{r.cpu_pct:.3f}",
               f"{r.host_cpu_pct:.3f}") for r in rows]
     table.append(("total", "", f"{sum(r.runs_per_s for r in rows):.0f}", "", f"{total_cpu:.3f}",
                   f"{total_cpu / (os.cpu_count() or 1):.3f}"))
     print(render(["probe", "program", "runs/s", "ns/run", "cpu%_of_1", "host_cpu%"], table))
     print(f"\n{interval:.1f} s; kernel.bpf_stats_enabled was {old} and is restored")
-    return 0
+    return stop.report(interval, duration)
 
 
 def add_parsers(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:

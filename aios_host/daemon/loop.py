@@ -44,7 +44,7 @@ from aios_host.kernel.inventory import Inventory, read_inventory
 from aios_host.kernel.root import SysRoot
 from aios_host.log import get_logger
 from aios_host.policy.demand import ClassUsage
-from aios_host.policy.engine import Decision, decide
+from aios_host.policy.engine import Decision, check_on_host, decide
 from aios_host.policy.plan import Plan, Write
 from aios_host.policy.schema import Policy, load_policy
 from aios_host.policy.targets import ClassTarget, resolve_targets
@@ -91,6 +91,7 @@ class Daemon:
         self.router: Router = make_router(self.root, self.fs)
         self.policy_effective = self.router.adapt_policy(self.policy)
         self.inv: Inventory = read_inventory(self.root)
+        check_on_host(self.policy, self.inv)  # a policy this host cannot meet: one line, exit 1
         self._inv_key = self._inventory_key()
         self.reader = CgroupReader(self.fs)
         self.smoother = UsageSmoother(opts.half_life_s)
@@ -387,10 +388,14 @@ class Daemon:
                 req, reply = self._requests.get_nowait()
             except queue.Empty:
                 return
-            try:
-                reply.put(self._handle(req))
-            except AiosError as exc:
-                reply.put({"ok": False, "error": str(exc)})
+            reply.put(self.answer(req))
+
+    def answer(self, req: dict[str, Any]) -> dict[str, Any]:
+        """A change request's reply, on the loop's thread; a refusal is one line and changes nothing."""
+        try:
+            return self._handle(req)
+        except AiosError as exc:
+            return {"ok": False, "error": str(exc)}
 
     def _handle(self, req: dict[str, Any]) -> dict[str, Any]:
         cmd = req.get("cmd")
@@ -412,6 +417,7 @@ class Daemon:
 
     def _switch_policy(self, path: str) -> None:
         policy = load_policy(path)  # raises with one line: the old policy stays in force
+        check_on_host(policy, self.inv)  # so does one this host cannot meet
         self.policy, self.policy_path = policy, path
         self.policy_effective = self.router.adapt_policy(policy)
         self.journal.policy = path

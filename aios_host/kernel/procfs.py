@@ -84,6 +84,42 @@ def parse_proc_cgroup(text: str) -> dict[str, str]:
     return out
 
 
+@dataclass(frozen=True)
+class PidStat:
+    state: str  # R, S, D, Z (zombie), X (dead), ...
+    start_ticks: int  # starttime: clock ticks after boot; with the pid, names one process for good
+
+
+def parse_pid_stat(text: str) -> PidStat:
+    """/proc/PID/stat (proc(5)). comm, field 2, is in parentheses and may itself hold spaces and
+    ')', so the fields are counted from the last ')': state is field 3, starttime field 22."""
+    _, sep, rest = text.rpartition(")")
+    fields = rest.split()
+    if not sep or len(fields) < 20:
+        raise ParseError("/proc/PID/stat", text, "fewer than 22 fields after comm")
+    try:
+        return PidStat(fields[0], int(fields[19]))
+    except ValueError:
+        raise ParseError("/proc/PID/stat", text, "starttime is not an integer") from None
+
+
+def read_pid_stat(root: SysRoot, pid: int) -> PidStat | None:
+    """None when there is no such process (pids <= 0 name none: kill(2) would take them as groups)."""
+    if pid <= 0:
+        return None
+    text = root.read_optional(f"/proc/{pid}/stat")
+    return parse_pid_stat(text) if text else None
+
+
+def pid_alive(root: SysRoot, pid: int | None, start_ticks: int | None = None) -> bool:
+    """Whether `pid` runs and, when its start time was recorded, is still that process (a pid is
+    reused once its process is gone). A zombie has ended: only its parent has not reaped it."""
+    st = read_pid_stat(root, pid) if pid else None
+    if st is None or st.state in ("Z", "X", "x"):
+        return False
+    return start_ticks is None or st.start_ticks == start_ticks
+
+
 def read_mounts(root: SysRoot) -> list[Mount]:
     return parse_mountinfo(root.read_text("/proc/self/mountinfo"))
 

@@ -613,6 +613,12 @@ def start_delegated_scope(bus: SystemdBus, unit: str, slice_: str, pids: Sequenc
              ("Delegate", Variant("b", True)), ("PIDs", Variant("au", list(pids))),
              # stays loaded while it has processes; nothing else in the host depends on it
              ("DefaultDependencies", Variant("b", False))]
+    return _start_transient(bus, unit, props, wait_s)
+
+
+def _start_transient(bus: SystemdBus, unit: str, props: list[tuple[str, Any]], wait_s: float) -> str:
+    """StartTransientUnit, then wait until the unit is active (the job is asynchronous); its cgroup
+    path relative to the cgroup2 mount."""
     bus._paths.pop(unit, None)
     bus._run(bus._call(SYSTEMD_PATH, MANAGER_IFACE, "StartTransientUnit", "ssa(sv)a(sa(sv))",
                        [unit, "fail", props, []]), f"{unit}: StartTransientUnit")
@@ -624,6 +630,24 @@ def start_delegated_scope(bus: SystemdBus, unit: str, slice_: str, pids: Sequenc
         if time.monotonic() > deadline:
             raise SystemdError(f"{unit}: not active {wait_s:g} s after StartTransientUnit (state {state})")
         time.sleep(0.05)
+
+
+def process_scope_properties(pids: Sequence[int], description: str, slice_: str) -> list[tuple[str, str, Any]]:
+    """(name, D-Bus signature, value) of a scope that holds `pids` and lives exactly as long as
+    they do: a scope goes inactive when its last process exits, however it exits (SIGKILL too),
+    and so stops every unit with BindsTo= on it. Pure, so tests can read it."""
+    return [("Description", "s", description), ("Slice", "s", slice_), ("PIDs", "au", list(pids)),
+            # unloaded once inactive, failed or not: the next supervisor gets a fresh name anyway
+            ("CollectMode", "s", "inactive-or-failed")]
+
+
+def start_process_scope(bus: SystemdBus, unit: str, pids: Sequence[int], description: str,
+                        slice_: str = "system.slice", wait_s: float = 10.0) -> str:
+    """Manager.StartTransientUnit of a scope holding `pids` (moved into it); its cgroup path."""
+    from dbus_fast import Variant
+
+    props = [(name, Variant(sig, value)) for name, sig, value in process_scope_properties(pids, description, slice_)]
+    return _start_transient(bus, unit, props, wait_s)
 
 
 def active_unit_cgroup(bus: SystemdBus, unit: str) -> str | None:

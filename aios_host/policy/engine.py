@@ -13,7 +13,7 @@ from aios_host.kernel.cgroup import CgroupFs
 from aios_host.kernel.inventory import Inventory
 from aios_host.policy.cores import assign_cores
 from aios_host.policy.demand import Capacity, ClassUsage, build_problem, capacity
-from aios_host.policy.mapping import desired_state
+from aios_host.policy.mapping import desired_state, memory_files, protections
 from aios_host.policy.plan import DesiredCgroup, Plan, make_plan
 from aios_host.policy.problem import Allocation, CoreAssignment, CoreRequest, Problem
 from aios_host.policy.schema import Policy
@@ -64,6 +64,20 @@ def assign(policy: Policy, inv: Inventory) -> CoreAssignment:
         {c.id: c.llc_id for c in inv.cpus},
         reserved=reserved_cpus(policy, inv),
     )
+
+
+def check_on_host(policy: Policy, inv: Inventory) -> Capacity:
+    """What `policy check` and a daemon switching policy verify beyond the file itself: the
+    guarantees fit this host (the LP with no demand is feasible), exclusive cores can be given, and
+    no memory limit comes to nothing here. Raises with one line; returns the capacity."""
+    cap = capacity(policy, inv)
+    smt = max(len(c) for c in inv.cores) if inv.cores else 1
+    solve(build_problem(policy, cap, {}, smt=smt))
+    assign(policy, inv)
+    prot = protections(policy, cap.memory_bytes)
+    for spec in policy.classes:
+        memory_files(spec, prot, cap.memory_bytes, 1)
+    return cap
 
 
 @contextlib.contextmanager

@@ -39,8 +39,13 @@ def measure(
     on_event: Callable[[Event], None] | None = None,
     poll_ms: int = 100,
     index: CgroupIndex | None = None,
+    stop: Callable[[], bool] | None = None,
 ) -> tuple[HostSnapshot, list[Event]]:
-    """Measure for `duration_s`; events are collected (and passed to on_event as they arrive)."""
+    """Measure for `duration_s`; events are collected (and passed to on_event as they arrive).
+
+    `stop` is asked before every poll: when it says True (a SIGINT/SIGTERM came, see
+    cli.base.StopSignals) the interval ends there and the snapshot covers the time measured so far.
+    """
     index = index or CgroupIndex(fs)
     index.refresh()
     in_tree = {i: p for i, p in index.known.items() if in_subtree(p, subtree)}
@@ -48,7 +53,7 @@ def measure(
     s0 = probes.read()
     events: list[Event] = []
     deadline = time.monotonic() + duration_s
-    while True:
+    while stop is None or not stop():
         left = deadline - time.monotonic()
         if left <= 0:
             break

@@ -52,13 +52,14 @@ from aios_host.supervisor.netinfo import interface_for, local_node_rank
 from aios_host.supervisor.placement import Rendezvous, place_ranks, rank_env, resolve_backend
 from aios_host.supervisor.ports import PortReservation, reserve_port
 from aios_host.supervisor.spec import JobSpec
-from aios_host.supervisor.state import JobState, JobStore, RankState
+from aios_host.supervisor.state import JobState, JobStore, RankState, pid_start
 from aios_host.supervisor.storehost import StoreHost
 
 log = get_logger("aios_host.supervisor")
 
 STATE_FLUSH_S = 1.0
 EMPTY_TIMEOUT_S = 10.0
+POLL_MAX_S = 60.0  # poll(2) takes int milliseconds: a long stop_grace is waited for in slices
 # Our own bookkeeping variables: never passed on to ranks from the supervisor's environment.
 _STRIP_ENV = ("AIOS_HEALTH_SOCKET", "RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE",
               "GROUP_RANK", "NODE_RANK", "MASTER_ADDR", "MASTER_PORT", "TORCHELASTIC_USE_AGENT_STORE")
@@ -91,6 +92,7 @@ class Supervisor:
         echo: Callable[[str], None] | None = None,
         rng: random.Random | None = None,
         inventory: Inventory | None = None,
+        lock_fd: int | None = None,
     ) -> None:
         self.spec = spec
         self.root = root or SysRoot("/")
@@ -101,6 +103,7 @@ class Supervisor:
         self._echo = echo
         self.rng = rng or random.Random()
         self.inv = inventory
+        self._lock_fd = lock_fd  # the instance's lock, taken by `job run --detach` for us
         self.store = JobStore(self.root)
         self.log = log.bind(job=self.key)
         self._stop_signal: int | None = None
@@ -234,8 +237,15 @@ class Supervisor:
 
     def run(self) -> int:
         spec = self.spec
-        lock_fd = self.store.lock(self.key)
+        # Handlers first: once the lock names us, `job stop` may SIGTERM us, and that must be a
+        # graceful stop, not the default death before anything is written.
         old_signals = self._install_signals()
+        try:
+            lock_fd = (self.store.adopt_lock(self.key, self._lock_fd) if self._lock_fd is not None
+                       else self.store.lock(self.key))
+        except BaseException:
+            self._restore_signals(old_signals)
+            raise
         launcher: CgroupLauncher | SystemdLauncher | None = None
         coord: LocalCoordinator | StoreCoordinator = LocalCoordinator()
         try:
@@ -261,6 +271,7 @@ class Supervisor:
             self.state = JobState(
                 key=self.key, name=spec.name, node_rank=self.node_rank, nnodes=spec.nnodes,
                 nproc=spec.nproc, world_size=spec.world_size, supervisor_pid=os.getpid(),
+                supervisor_start=pid_start(os.getpid()), supervisor_unit=str(where.get("scope") or "") or None,
                 launcher=kind, backend=backend, cls=spec.cls, max_restarts=spec.restart.max_restarts,
                 stop_grace=spec.stop_grace,
                 master_addr=master_addr, cgroup=str(where.get("cgroup") or "") or None,
@@ -310,12 +321,15 @@ class Supervisor:
             if self.state.active:  # an exception ended us
                 self.state.status = "failed"
             self._flush(force=True)
+        self._restore_signals(old_signals)
+        os.close(lock_fd)
+
+    def _restore_signals(self, old_signals: dict[int, Any]) -> None:
         for s, h in old_signals.items():
             signal.signal(s, h)
         for fd in (self._wake_r, self._wake_w):
             with contextlib.suppress(OSError):
                 os.close(fd)
-        os.close(lock_fd)
 
     def _generations(self, launcher: Any, coord: Any, placements: list[Any], limits: list[RankLimits],
                      backend: str, master_addr: str, ifname: str | None) -> int:
@@ -421,6 +435,7 @@ class Supervisor:
         procs = launcher.start(reqs)
         for p, rs in zip(procs, st.ranks, strict=True):
             rs.pid, rs.unit = p.pid, p.unit
+            rs.pid_start = pid_start(p.pid) if p.pid > 0 else None
             rs.cgroup = p.cgroup.rel if p.cgroup is not None else None
             rs.status, rs.exit, rs.last_step, rs.step_s = "running", None, None, None
         if hasattr(launcher, "limits_state") and launcher.limits_state:
@@ -600,7 +615,7 @@ class Supervisor:
         deadline = time.monotonic() + self.spec.stop_grace
         alive = [p for p in procs if p.status is None]
         while alive and time.monotonic() < deadline:
-            for fd, _ev in poller.poll(max(0.0, deadline - time.monotonic()) * 1000):
+            for fd, _ev in poller.poll(min(POLL_MAX_S, max(0.0, deadline - time.monotonic())) * 1000):
                 what, p = by_fd.get(fd, ("gone", None))
                 if what == "pid" and p is not None:
                     poller.unregister(fd)

@@ -16,7 +16,12 @@ Two launchers with one interface, chosen once per job (features: is systemd PID 
   aios-<class>.slice), with the solver's CPUWeight/CPUQuota/AllowedCPUs/MemoryHigh/MemoryMax,
   LogExtraFields=JOB/RANK/RESTART and stdout/stderr to the journal. RemainAfterExit=yes keeps
   ExecMainCode/ExecMainStatus/Result readable after the rank exits; the supervisor stops and
-  resets the units when the gang ends.
+  resets the units when the gang ends. The units are services of PID 1, not children of the
+  supervisor, so pdeathsig cannot tie them to it: the supervisor first moves itself into a
+  transient scope of its own, aios-jobsup-<job>-<pid>.scope in system.slice, and every rank unit
+  gets BindsTo= and After= that scope. A scope goes inactive when its last process exits, a
+  SIGKILLed supervisor included, and systemd then stops every unit bound to it (SIGTERM, and
+  SIGKILL after TimeoutStopSec=stop_grace): no rank outlives its supervisor under systemd either.
 
 Both give a pidfd per rank (os.pidfd_open; for units, of the unit's MainPID), which the
 supervisor polls; gang kill is cgroup.kill on the job's cgroup (or each unit's), then wait until
@@ -37,6 +42,8 @@ from typing import Protocol
 from aios_host.errors import AiosError, KernelError
 from aios_host.kernel import systemd
 from aios_host.kernel.cgroup import Cgroup, CgroupFs
+from aios_host.kernel.procfs import parse_proc_cgroup
+from aios_host.kernel.root import SysRoot
 from aios_host.log import get_logger
 from aios_host.supervisor.causes import LAUNCH_CGROUP_CODE, ExitStatus
 from aios_host.supervisor.limits import RankLimits
@@ -44,6 +51,9 @@ from aios_host.supervisor.limits import RankLimits
 log = get_logger("aios_host.supervisor.launch")
 
 JOBS_SLICE = "aios-jobs.slice"
+SUPERVISOR_SCOPE_PREFIX = "aios-jobsup-"  # not aios-job-*: `systemctl list-units aios-job-*` lists ranks
+SUPERVISOR_SLICE = "system.slice"  # not the class's slice: its limits would throttle the supervisor
+UNIT_NAME_MAX = 255  # systemd's UNIT_NAME_MAX is 256 with the NUL
 TRAMPOLINE = f'echo 0 >"$0" 2>/dev/null || exit {LAUNCH_CGROUP_CODE}; cd "$1" || exit 126; shift; exec "$@"'
 # Variables of the supervisor's own service or session that must not leak into rank units.
 _UNIT_ENV_SKIP = frozenset({
@@ -322,14 +332,29 @@ def unit_name(key: str, restart: int, rank: int) -> str:
     return f"aios-job-{unit_escape(key)}-g{restart}-r{rank}.service"
 
 
+def own_cgroup() -> str:
+    """This process's cgroup v2 path, relative to the mount."""
+    return parse_proc_cgroup(SysRoot("/").read_text("/proc/self/cgroup")).get("", "").strip("/")
+
+
+def supervisor_scope_name(key: str, pid: int) -> str:
+    """The scope that holds the supervisor: the pid makes it unique per supervisor, so a new one
+    never collides with a dead one's scope that systemd has not collected yet."""
+    return f"{SUPERVISOR_SCOPE_PREFIX}{unit_escape(key)}-{pid}.scope"
+
+
 def systemd_run_argv(
     unit: str,
     slice_name: str,
     req: LaunchRequest,
     job_key: str,
     stop_grace_s: float,
+    bind_to: str | None = None,
 ) -> list[str]:
-    """The systemd-run command line for one rank. Pure, so tests can read it."""
+    """The systemd-run command line for one rank. Pure, so tests can read it. `bind_to`: the
+    supervisor's scope; BindsTo= stops the rank when the scope goes inactive (its supervisor is
+    gone), After= makes that strict (systemd.unit(5): the rank can only be active while the scope
+    is, and it stops before the scope is taken down)."""
     argv = [
         "systemd-run", "--quiet", "--no-ask-password",
         f"--unit={unit}", f"--slice={slice_name}",
@@ -343,6 +368,8 @@ def systemd_run_argv(
         f"--property=SyslogIdentifier=aios-job-{job_key}",
         f"--working-directory={req.cwd}",
     ]
+    if bind_to is not None:
+        argv += [f"--property=BindsTo={bind_to}", f"--property=After={bind_to}"]
     for prop in req.limits.systemd_properties():
         argv.append(f"--property={prop}")
     if req.cpus and not req.limits.allowed_cpus:
@@ -367,17 +394,42 @@ class SystemdLauncher:
         self.slice = jobs_slice(cls)
         self.grace = stop_grace_s
         self.units: list[str] = []
+        self.scope: str | None = None  # the supervisor's own scope, which every rank binds to
 
     def prepare(self, nproc: int) -> dict[str, object]:
         if not shutil.which("systemd-run"):
             raise AiosError("systemd is PID 1 but systemd-run is not installed; use --launcher cgroup")
-        return {"slice": self.slice}
+        longest = max(unit_name(self.key, 99999, nproc * 1024), supervisor_scope_name(self.key, 2**22), key=len)
+        if len(longest) > UNIT_NAME_MAX:
+            raise AiosError(f"job {self.key}: its unit names would be {len(longest)} characters, over systemd's "
+                            f"{UNIT_NAME_MAX} (each '-' of the name takes 4, as \\x2d); pick a shorter --name")
+        self.scope = self._supervisor_scope()
+        return {"slice": self.slice, "scope": self.scope}
+
+    def _supervisor_scope(self) -> str:
+        """Move this process (the supervisor) into a scope of its own, unless it is in one already
+        (a second job of the same process)."""
+        pid = os.getpid()
+        mine = own_cgroup()
+        unit, _ = systemd.unit_of_cgroup(mine)
+        if unit and unit.startswith(SUPERVISOR_SCOPE_PREFIX) and unit.endswith(f"-{pid}.scope"):
+            return unit
+        scope = supervisor_scope_name(self.key, pid)
+        try:
+            with systemd.SystemdBus() as bus:
+                cgroup = systemd.start_process_scope(bus, scope, [pid], f"aios-host supervisor of job {self.key}",
+                                                     SUPERVISOR_SLICE)
+        except systemd.SystemdError as exc:
+            raise AiosError(f"{exc}; the ranks cannot be bound to the supervisor without it "
+                            "(use --launcher cgroup where the system bus is not reachable)") from None
+        log.info("supervisor_scope", scope=scope, cgroup=cgroup, previous=mine)
+        return scope
 
     def start(self, reqs: Sequence[LaunchRequest]) -> list[RankProc]:
         names = [unit_name(self.key, r.restart, r.rank) for r in reqs]
         # A unit of that name left by a crashed supervisor would make systemd-run fail.
         systemd.reset_failed(names)
-        results = systemd.run_transient([systemd_run_argv(u, self.slice, r, self.key, self.grace)
+        results = systemd.run_transient([systemd_run_argv(u, self.slice, r, self.key, self.grace, self.scope)
                                          for u, r in zip(names, reqs, strict=True)])
         errors = []
         for u, err in zip(names, results, strict=True):

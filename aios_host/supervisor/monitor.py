@@ -16,6 +16,7 @@ step seconds, compute seconds). Two rules:
 
 from __future__ import annotations
 
+import math
 import statistics
 from collections import deque
 from collections.abc import Iterable, Mapping
@@ -45,10 +46,15 @@ class Report:
         if len(parts) != 6 or parts[0] != "aios1":
             return None
         try:
-            return cls(int(parts[1]), int(parts[2]), int(parts[3]), float(parts[4]),
-                       None if parts[5] == "-" else float(parts[5]))
+            rep = cls(int(parts[1]), int(parts[2]), int(parts[3]), float(parts[4]),
+                      None if parts[5] == "-" else float(parts[5]))
         except ValueError:
             return None
+        # float() takes "nan" and "inf": they would poison the medians and the state file's JSON
+        times = [rep.step_s] if rep.compute_s is None else [rep.step_s, rep.compute_s]
+        if not all(math.isfinite(t) and t >= 0 for t in times):
+            return None
+        return rep
 
 
 def find_stragglers(times: Mapping[int, float], k: float) -> list[int]:

@@ -17,11 +17,16 @@
 Every problem is ONE line naming the file, the key and the fix, and nothing is started:
 
     job.toml: nproc: 'four' is not a whole number; fix: nproc = 4 (ranks per host)
+
+Numbers are finite (TOML's inf and nan are refused) and within a range: nproc 1..1024, hosts at
+most 1024, ports 1..65535, max_restarts 0..10000, and every duration 0..MAX_DURATION_S (one year:
+a deadline the supervisor polls towards, time.sleep and systemd's TimeoutStopSec= all take it).
 """
 
 from __future__ import annotations
 
 import difflib
+import math
 import re
 import shlex
 from pathlib import Path
@@ -58,23 +63,30 @@ RESERVED_ENV = frozenset({
     "AIOS_HEALTH_SOCKET", "TORCHELASTIC_RESTART_COUNT", "TORCHELASTIC_MAX_RESTARTS",
 })
 
-_DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
+_DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$", re.ASCII)
 _DURATION_SCALE = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
+MAX_DURATION_S = 365 * 86400.0  # one year
+MAX_HOSTS = 1024
 
 
-def parse_duration(value: object) -> float:
-    """Seconds from 30, 2.5, "500ms", "30s", "2m", "1h"."""
+def parse_duration(value: object, max_s: float = MAX_DURATION_S) -> float:
+    """Seconds from 30, 2.5, "500ms", "30s", "2m", "1h"; finite, 0..max_s."""
+    secs: float
     if isinstance(value, bool):
         raise ValueError(f"{value!r} is not a duration")
     if isinstance(value, int | float):
-        if value < 0:
-            raise ValueError(f"{value!r} is negative")
-        return float(value)
-    if isinstance(value, str):
-        m = _DURATION_RE.match(value)
-        if m:
-            return float(m.group(1)) * _DURATION_SCALE[m.group(2)]
-    raise ValueError(f"{value!r} is not a duration")
+        secs = value
+    elif isinstance(value, str) and (m := _DURATION_RE.match(value)):
+        secs = float(m.group(1)) * _DURATION_SCALE[m.group(2)]  # a 400-digit string: inf
+    else:
+        raise ValueError(f"{value!r} is not a duration")
+    if isinstance(secs, float) and math.isnan(secs):
+        raise ValueError(f"{value!r} is not a number of seconds")
+    if secs < 0:
+        raise ValueError(f"{value!r} is negative")
+    if secs > max_s:  # ints compare exactly: float() of a huge TOML integer would overflow
+        raise ValueError(f"{value!r} is over the maximum, {max_s / 3600:g}h")
+    return float(secs)
 
 
 Duration = Annotated[float, BeforeValidator(parse_duration)]
@@ -91,18 +103,18 @@ FIXES: dict[str, str] = {
     "class": 'class = "training" (a policy class name)',
     "policy": 'policy = "/etc/aios-host/policy.toml" (where class limits come from)',
     "restart": "[restart] max_restarts = 3, backoff = \"1s\", backoff_max = \"60s\", jitter = 0.2",
-    "restart.max_restarts": "max_restarts = 3 (0 = no restart, as torchrun)",
-    "restart.backoff": 'backoff = "1s" (first delay; 0 = restart at once)',
-    "restart.backoff_max": 'backoff_max = "60s"',
+    "restart.max_restarts": "max_restarts = 3 (0 = no restart, as torchrun; at most 10000)",
+    "restart.backoff": 'backoff = "1s" (first delay; 0 = restart at once; at most 8760h)',
+    "restart.backoff_max": 'backoff_max = "60s" (at most 8760h)',
     "restart.multiplier": "multiplier = 2 (>= 1)",
     "restart.jitter": "jitter = 0.2 (0..1: delay varies by +-20%)",
     "env": '[env] NAME = "value"',
     "workdir": 'workdir = "/srv/train" (an existing directory)',
-    "heartbeat_timeout": 'heartbeat_timeout = "60s" (0 = no hang detection)',
+    "heartbeat_timeout": 'heartbeat_timeout = "60s" (0 = no hang detection; at most 8760h)',
     "straggler_factor": "straggler_factor = 2.0 (> 1: step time over 2x the others' median)",
-    "stop_grace": 'stop_grace = "10s" (SIGTERM, then cgroup.kill after this)',
-    "hosts": 'hosts = ["10.0.0.1", "10.0.0.2"] (node 0 first; empty = this host only)',
-    "rdzv_port": "rdzv_port = 29400 (the agents' TCPStore on hosts[0])",
+    "stop_grace": 'stop_grace = "10s" (SIGTERM, then cgroup.kill after this; at most 8760h)',
+    "hosts": 'hosts = ["10.0.0.1", "10.0.0.2"] (node 0 first, at most 1024; empty = this host only)',
+    "rdzv_port": "rdzv_port = 29400 (the agents' TCPStore on hosts[0]; 1..65535)",
     "node_rank": "node_rank = 1 (this host's index in hosts; default: found from local addresses)",
     "cpu_affinity": 'cpu_affinity = "numa" | "cores" | "none"',
     "launcher": 'launcher = "auto" | "systemd" | "cgroup"',
@@ -112,7 +124,9 @@ FIXES: dict[str, str] = {
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True)
+    # allow_inf_nan=False: TOML has inf and nan, and `--jitter nan` parses too; a non-finite
+    # number slips past every ge/le bound and crashes the supervisor later (poll(inf)).
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True, allow_inf_nan=False)
 
 
 class RestartSpec(_Strict):
@@ -139,9 +153,9 @@ class JobSpec(_Strict):
     heartbeat_timeout: Duration = Field(default=0.0, description="0 = off")
     straggler_factor: float = Field(default=2.0, gt=1.0, le=1000.0)
     stop_grace: Duration = Field(default=10.0)
-    hosts: list[str] = Field(default_factory=list)
+    hosts: list[str] = Field(default_factory=list, max_length=MAX_HOSTS)
     rdzv_port: int = Field(default=29400, ge=1, le=65535)
-    node_rank: int | None = Field(default=None, ge=0)
+    node_rank: int | None = Field(default=None, ge=0, lt=MAX_HOSTS)
     master_addr: str | None = None
     cpu_affinity: Literal["numa", "cores", "none"] = "numa"
     launcher: Literal["auto", "systemd", "cgroup"] = "auto"
@@ -155,6 +169,15 @@ class JobSpec(_Strict):
                 return shlex.split(v)
             except ValueError as exc:
                 raise ValueError(f"{v!r}: {exc}") from None
+        return v
+
+    @field_validator("command", "args", "python", "workdir", "policy", "master_addr")
+    @classmethod
+    def _no_nul(cls, v: object) -> object:
+        # exec and open take C strings: a NUL would end in a ValueError deep in posix_spawn
+        for item in v if isinstance(v, list) else [v]:
+            if isinstance(item, str) and "\0" in item:
+                raise ValueError(f"{item!r} contains a NUL character")
         return v
 
     @field_validator("env", mode="before")
@@ -172,6 +195,10 @@ class JobSpec(_Strict):
                 val = "1" if val else "0"
             if not isinstance(val, str | int | float):
                 raise ValueError(f"{key}: {val!r} is not a string or number")
+            if isinstance(val, float) and not math.isfinite(val):
+                raise ValueError(f"{key}: {val!r} is not a finite number")
+            if "\0" in str(val):
+                raise ValueError(f"{key}: {val!r} contains a NUL character")
             out[key] = str(val)
         return out
 
@@ -275,7 +302,9 @@ def describe_error(exc: ValidationError, source: str, flags: bool = False) -> st
     if kind == "missing":
         msg = "required"
     elif kind not in ("value_error", "assertion_error"):
-        msg = f"{err.get('input')!r}: {msg[0].lower()}{msg[1:]}"
+        given = repr(err.get("input"))
+        given = given if len(given) <= 60 else given[:57] + "..."  # a 1025-host list, a huge number
+        msg = f"{given}: {msg[0].lower()}{msg[1:]}"
     if not key:  # model-level checks name the key in the message
         m = re.match(r"^(?:nothing to run|both command)", msg)
         key = "command" if m else ""

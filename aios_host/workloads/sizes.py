@@ -4,15 +4,22 @@ from __future__ import annotations
 
 import re
 
-_SIZE = re.compile(r"^\s*(\d+)\s*([KMG]?)i?B?\s*$", re.IGNORECASE)
+_SIZE = re.compile(r"^\s*(\d+)\s*([KMG]?)i?B?\s*$", re.IGNORECASE | re.ASCII)
 _SCALE = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
 
 
+MAX_SIZE = 64 << 30  # bytes per message: far over any GPU's memory
+
+
 def parse_size(text: str) -> int:
+    """Bytes, 1..MAX_SIZE: 0 would make a "0:1M" range loop for ever (0 * factor stays 0)."""
     m = _SIZE.match(text)
     if not m:
         raise ValueError(f"{text!r} is not a size (e.g. 4K, 256M)")
-    return int(m.group(1)) * _SCALE[m.group(2).upper()]
+    n = int(m.group(1)) * _SCALE[m.group(2).upper()]
+    if not 1 <= n <= MAX_SIZE:
+        raise ValueError(f"{text!r} is outside 1..64G")
+    return n
 
 
 def parse_sizes(spec: str, factor: int = 2) -> list[int]:

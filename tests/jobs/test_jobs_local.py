@@ -8,7 +8,7 @@ import signal
 import threading
 from pathlib import Path
 
-from tests.jobs.helpers import GANG, alive, cgroup_gone, cli, name, pids_in, start_forever, status, wait_for
+from tests.jobs.helpers import GANG, alive, cgroup_gone, cli, name, pids_in, popen, start_forever, status, wait_for
 
 
 def test_allreduce_4_ranks_job_completes() -> None:
@@ -159,8 +159,10 @@ def test_supervisor_killed_leaves_no_rank_and_stop_cleans_up(tmp_path: Path) -> 
     os.kill(st["supervisor_pid"], signal.SIGKILL)
     # PR_SET_PDEATHSIG: the ranks die with their supervisor
     assert wait_for(lambda: not [p for p in pids_in(tmp_path).values() if alive(p)], timeout=30)
-    assert status(job)[0]["status"] == "dead (running)"  # the state file says running, its lock is free
-    assert "dead (running)" in cli("job", "ls").stdout
+    st = status(job)[0]
+    assert st["status"] == "dead (supervisor gone)"  # the state file says running, its lock is free
+    assert {rk["status"] for rk in st["ranks"]} == {"gone"}  # its pids, checked against /proc
+    assert "dead (supervisor gone)" in cli("job", "ls").stdout
     stop = cli("job", "stop", job)
     assert stop.returncode == 0 and "supervisor was dead" in stop.stdout
     assert cgroup_gone(status(job)[0])
@@ -201,3 +203,20 @@ def test_bench_allreduce_cli_tables_and_check() -> None:
     assert "correctness: all results exact" in out and "meas/model" in out
     rows = [line for line in out.splitlines() if line.strip().startswith(("4K", "32K", "256K"))]
     assert len(rows) >= 3
+
+
+def test_two_detached_runs_of_one_name_at_once(tmp_path: Path) -> None:
+    """One wins and runs its own command; the other says so in one line (no traceback), every time."""
+    for round_ in range(3):
+        job = name(f"race{round_}")
+        procs = [popen("job", "run", "--name", job, "--nproc", "1", "--detach", *GANG, "--forever",
+                       "--step-ms", "20", "--pids", str(tmp_path / f"{round_}-{i}")) for i in (0, 1)]
+        outs = [p.communicate(timeout=300) for p in procs]
+        rcs = [p.returncode for p in procs]
+        assert sorted(rcs) == [0, 1], (rcs, outs)
+        winner, loser = rcs.index(0), rcs.index(1)
+        err = outs[loser][1]
+        assert err.startswith(f"aios-host: error: job {job} is already running") and err.count("\n") == 1, err
+        st = status(job)[0]
+        assert st["command"][-1] == str(tmp_path / f"{round_}-{winner}")  # the winner's spec, not the loser's
+        assert cli("job", "stop", job).returncode == 0

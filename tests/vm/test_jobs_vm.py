@@ -175,3 +175,53 @@ def test_allreduce_4_ranks_gloo_job_completes() -> None:
     assert "correctness: all results exact" in text, text[-2000:]
     assert "ring model T = 2(N-1)(alpha + S/(N B))" in text
     assert os.path.exists("/run/aios-host/jobs/vm-allreduce-4.json")
+
+
+def _unit_active(unit: str) -> bool:
+    return _show(unit, "ActiveState").get("ActiveState") in ("active", "activating", "deactivating", "reloading")
+
+
+def test_sigkill_of_the_supervisor_stops_its_rank_units(tmp_path: Path, script: Path) -> None:
+    """Rank units are PID 1's services, not the supervisor's children: BindsTo= on the supervisor's
+    own scope is what ends them when the supervisor dies without a word (SIGKILL)."""
+    name = f"vmbind-{uuid.uuid4().hex[:6]}"
+    r = _cli("job", "run", "--name", name, "--nproc", "2", "--launcher", "systemd", "--stop-grace", "2s",
+             "--detach", "--", str(script), "sleep", str(tmp_path))
+    assert r.returncode == 0, r.stderr
+    st = json.loads(_cli("job", "status", name, "--json").stdout)["instances"][0]
+    sup, scope = st["supervisor_pid"], st["supervisor_unit"]
+    units = [rk["unit"] for rk in st["ranks"]]
+    assert scope and scope.startswith("aios-jobsup-") and len(units) == 2 and all(units)
+    # the supervisor is alone in its scope, and each rank is bound to that scope
+    assert Path(f"/proc/{sup}/cgroup").read_text().strip().endswith(f"/{scope}")
+    assert _show(scope, "ActiveState")["ActiveState"] == "active"
+    for unit in units:
+        props = _show(unit, "BindsTo", "After")
+        assert scope in props["BindsTo"].split() and scope in props["After"].split(), props
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and len(list(tmp_path.glob("rank-*.pid"))) < 2:
+        time.sleep(0.2)
+    ranks = [int(p.read_text()) for p in tmp_path.glob("rank-*.pid")]
+    assert len(ranks) == 2 and all(_alive(p) for p in ranks)
+
+    t0 = time.monotonic()
+    os.kill(sup, 9)
+    deadline = t0 + 30
+    while time.monotonic() < deadline and (any(_alive(p) for p in ranks) or any(_unit_active(u) for u in units)):
+        time.sleep(0.05)
+    elapsed = time.monotonic() - t0
+    report = {"supervisor_pid": sup, "scope": scope, "units": units, "rank_pids": ranks,
+              "seconds_until_no_rank": round(elapsed, 3),
+              "states": {u: _show(u, "ActiveState", "Result").get("ActiveState") for u in units}}
+    if Path("/out").is_dir():
+        Path("/out/supervisor_sigkill.json").write_text(json.dumps(report, indent=1))
+    print(f"supervisor SIGKILL -> no rank unit or process left after {elapsed:.2f}s: {report}")
+    assert not [p for p in ranks if _alive(p)], report
+    assert not [u for u in units if _unit_active(u)], report
+    assert elapsed < 10, report  # detection is immediate; the ranks exit on SIGTERM (grace 2s)
+    status = json.loads(_cli("job", "status", name, "--json").stdout)["instances"][0]
+    assert status["status"] == "dead (supervisor gone)", status["status"]
+    assert {rk["status"] for rk in status["ranks"]} == {"gone"}, status["ranks"]
+    stop = _cli("job", "stop", name)
+    assert stop.returncode == 0 and "supervisor was dead" in stop.stdout, stop.stdout + stop.stderr
+    assert not [u for u in _aios_units() if name in u], _aios_units()

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from hypothesis import given
+from hypothesis import strategies as st
+
 from aios_host.supervisor.monitor import HealthMonitor, Report, find_stragglers
 
 
@@ -78,3 +81,15 @@ def test_reports_of_other_restarts_and_ranks_are_ignored() -> None:
     assert not m.report(Report(7, 2, 5, 0.1), 1.0)
     assert m.first_report is None
     assert m.report(Report(0, 2, 5, 0.1), 1.0)
+
+
+@given(step_s=st.floats(), compute=st.one_of(st.none(), st.floats()))
+def test_hostile_reports_with_non_finite_times_are_dropped(step_s: float, compute: float | None) -> None:
+    # the health socket is world-writable: nan/inf would poison the medians and the state's JSON
+    c = "-" if compute is None else repr(compute)
+    rep = Report.decode(f"aios1 0 0 3 {step_s!r} {c}".encode())
+    times = [step_s] if compute is None else [step_s, compute]
+    ok = all(t == t and abs(t) != float("inf") and t >= 0 for t in times)
+    assert (rep is not None) == ok
+    if rep is not None:
+        assert rep.step_s == step_s and rep.compute_s == compute

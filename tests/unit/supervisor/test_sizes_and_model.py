@@ -13,7 +13,7 @@ def test_sizes() -> None:
     assert parse_sizes("1M") == [1 << 20]
     assert parse_sizes("4K,1M") == [4096, 1 << 20]
     assert format_size(256 << 20) == "256M" and format_size(4096) == "4K" and format_size(100) == "100"
-    for bad in ("4Q:8K", "8K:4K"):
+    for bad in ("4Q:8K", "8K:4K", "0:8K", "0", "65G", "1:99999999G"):  # 0 would loop for ever
         with pytest.raises(ValueError):
             parse_sizes(bad)
 

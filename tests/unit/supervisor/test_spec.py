@@ -5,8 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from aios_host.supervisor.spec import JobSpecError, load_spec, parse_duration, spec_from_dict
+from aios_host.supervisor.spec import MAX_DURATION_S, JobSpecError, load_spec, parse_duration, spec_from_dict
 
 
 def _write(tmp_path: Path, text: str) -> Path:
@@ -127,3 +129,96 @@ def test_durations(v: object, s: float) -> None:
 def test_bad_durations(v: object) -> None:
     with pytest.raises(ValueError):
         parse_duration(v)
+
+
+# -- hostile numbers: non-finite, huge, out of range --------------------------------------------
+
+
+DURATION_KEYS = ("heartbeat_timeout", "stop_grace", "restart.backoff", "restart.backoff_max")
+NUMBER_KEYS = (*DURATION_KEYS, "straggler_factor", "restart.multiplier", "restart.jitter", "nproc",
+               "rdzv_port", "node_rank", "restart.max_restarts")
+
+
+def _toml_with(key: str, literal: str) -> str:
+    head, _, leaf = key.rpartition(".")
+    return f"{H}{leaf} = {literal}\n" if not head else f"{H}[{head}]\n{leaf} = {literal}\n"
+
+
+@given(key=st.sampled_from(NUMBER_KEYS), literal=st.sampled_from(["inf", "-inf", "nan", "+inf", "-nan"]))
+def test_non_finite_toml_numbers_are_refused_naming_the_key(tmp_path_factory: pytest.TempPathFactory,
+                                                            key: str, literal: str) -> None:
+    p = _write(tmp_path_factory.mktemp("spec"), _toml_with(key, literal))
+    with pytest.raises(JobSpecError) as err:
+        load_spec(p)
+    msg = str(err.value)
+    assert "\n" not in msg and msg.startswith(f"{p}: {key}: "), msg
+
+
+@given(value=st.one_of(st.floats(), st.integers(min_value=-(10**30), max_value=10**30)))
+def test_parse_duration_is_finite_and_bounded_or_refuses(value: float) -> None:
+    try:
+        got = parse_duration(value)
+    except ValueError as exc:
+        assert value != value or not 0 <= value <= MAX_DURATION_S, (value, exc)  # nan, or out of range
+        return
+    assert 0 <= value <= MAX_DURATION_S and got == float(value)
+
+
+@given(digits=st.text("0123456789", min_size=1, max_size=400), unit=st.sampled_from(["", "ms", "s", "m", "h"]))
+def test_duration_strings_never_give_more_than_the_maximum(digits: str, unit: str) -> None:
+    scale = {"": 1, "ms": 0.001, "s": 1, "m": 60, "h": 3600}[unit]
+    try:
+        got = parse_duration(digits + unit)
+    except ValueError as exc:
+        assert int(digits) * scale > MAX_DURATION_S, exc
+        return
+    assert got <= MAX_DURATION_S and got == pytest.approx(int(digits) * scale)
+
+
+def test_duration_bound_is_one_year() -> None:
+    assert parse_duration("8760h") == MAX_DURATION_S
+    with pytest.raises(ValueError, match="over the maximum, 8760h"):
+        parse_duration("8761h")
+    with pytest.raises(ValueError, match="is not a number"):
+        parse_duration(float("nan"))
+    with pytest.raises(ValueError, match="over the maximum"):
+        parse_duration(float("inf"))
+    with pytest.raises(ValueError, match="is not a duration"):
+        parse_duration("inf")
+
+
+@given(port=st.integers(min_value=-(2**64), max_value=2**64))
+def test_rdzv_port_range(port: int) -> None:
+    data = {"name": "a", "command": ["x"], "rdzv_port": port}
+    if 1 <= port <= 65535:
+        assert spec_from_dict(data, "t").rdzv_port == port
+        return
+    with pytest.raises(JobSpecError, match=r"^t: rdzv_port: .*; fix: rdzv_port = 29400 .*1\.\.65535"):
+        spec_from_dict(data, "t")
+
+
+@given(n=st.integers(min_value=-(2**70), max_value=2**70))
+def test_counts_are_bounded(n: int) -> None:
+    for key, lo, hi in (("nproc", 1, 1024), ("max_restarts", 0, 10000)):
+        data: dict[str, object] = {"name": "a", "command": ["x"]}
+        if key == "max_restarts":
+            data["restart"] = {key: n}
+        else:
+            data[key] = n
+        if lo <= n <= hi:
+            spec_from_dict(data, "t")
+        else:
+            with pytest.raises(JobSpecError, match=rf"^t: (restart\.)?{key}: "):
+                spec_from_dict(data, "t")
+
+
+def test_too_many_hosts_and_nul_bytes() -> None:
+    hosts = [f"h{i}" for i in range(1025)]
+    with pytest.raises(JobSpecError, match=r"^t: hosts: .*at most 1024"):
+        spec_from_dict({"name": "a", "command": ["x"], "hosts": hosts}, "t")
+    with pytest.raises(JobSpecError, match=r"^t: command: .*NUL"):
+        spec_from_dict({"name": "a", "command": ["x\0y"]}, "t")
+    with pytest.raises(JobSpecError, match=r"^t: env: A: .*NUL"):
+        spec_from_dict({"name": "a", "command": ["x"], "env": {"A": "1\0"}}, "t")
+    with pytest.raises(JobSpecError, match=r"^t: env: A: inf is not a finite number"):
+        spec_from_dict({"name": "a", "command": ["x"], "env": {"A": float("inf")}}, "t")
