@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import argparse
 import errno
+import math
 import os
 import signal
 import stat
 import sys
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NoReturn
 
 from aios_host import log
 from aios_host.errors import AiosError, shown
@@ -24,12 +25,62 @@ AddParsers = Callable[[argparse._SubParsersAction, argparse.ArgumentParser], Non
 _log = log.get_logger("aios_host.cli")
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but a usage mistake is one line (`aios-host: error: policy diff: argument
+    --sample-ms: ...`), as every other aios-host error is, and
+    exit 2, like every other aios-host error; --help still prints the whole usage."""
+
+    def error(self, message: str) -> NoReturn:
+        from aios_host.errors import one_line
+
+        command = self.prog.removeprefix("aios-host").strip()
+        where = f"{command}: " if command else ""
+        sys.stderr.write(f"aios-host: error: {where}{one_line(message)} (see: {self.prog} --help)\n")
+        sys.exit(2)
+
+
+def seconds_arg(lo_s: float, hi_s: float) -> Callable[[str], float]:
+    """An argparse type: "1", "1.5s", "500ms", "2m", "1h" -> seconds, finite and within [lo, hi]."""
+
+    def parse(text: str) -> float:
+        t = text.strip().lower()
+        scale = 1.0
+        for suffix, mult in (("ms", 1e-3), ("s", 1.0), ("m", 60.0), ("h", 3600.0)):
+            if t.endswith(suffix):
+                t, scale = t[: -len(suffix)], mult
+                break
+        try:
+            v = float(t) * scale
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{shown(text)} is not a duration (e.g. 1s, 500ms)") from None
+        if not math.isfinite(v) or not lo_s <= v <= hi_s:
+            raise argparse.ArgumentTypeError(f"{shown(text)}: must be a duration from {lo_s:g} s to {hi_s:g} s")
+        return v
+
+    return parse
+
+
+def int_arg(lo: int, hi: int) -> Callable[[str], int]:
+    """An argparse type: a whole number within [lo, hi]."""
+
+    def parse(text: str) -> int:
+        try:
+            v = int(text.strip())
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{shown(text)} is not a whole number") from None
+        if not lo <= v <= hi:
+            raise argparse.ArgumentTypeError(f"{v}: must be from {lo} to {hi}")
+        return v
+
+    return parse
+
+
 def build_parser(*add_parsers: AddParsers, description: str | None = None) -> argparse.ArgumentParser:
     """`aios-host` with --log-level, and each command group given, sharing --root and --json."""
-    p = argparse.ArgumentParser(prog="aios-host", description=description)
+    p = OneLineParser(prog="aios-host", description=description)
     p.add_argument("--log-level", default=None, choices=["debug", "info", "warning", "error"],
                    help="default: info for the daemon (every write is an event), warning otherwise")
-    common = argparse.ArgumentParser(add_help=False)
+    common = OneLineParser(add_help=False)
     common.add_argument("--root", default="/", help="kernel root to act on (default /)")
     common.add_argument("--json", action="store_true", help="machine-readable output")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")

@@ -3,36 +3,14 @@
 from __future__ import annotations
 
 import argparse
-import math
 
-from aios_host.errors import AiosError
-
-
-def _seconds(text: str) -> float:
-    """"1", "1s", "500ms", "2m" -> seconds; finite and positive."""
-    t = text.strip().lower()
-    scale = 1.0
-    for suffix, mult in (("ms", 1e-3), ("s", 1.0), ("m", 60.0)):
-        if t.endswith(suffix):
-            t, scale = t[: -len(suffix)], mult
-            break
-    try:
-        v = float(t) * scale
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a duration (e.g. 1s, 500ms)") from None
-    if not math.isfinite(v) or v <= 0:
-        raise argparse.ArgumentTypeError(f"{text!r}: must be a positive, finite duration")
-    return v
+from aios_host.cli.base import int_arg, seconds_arg
 
 
 def cmd_daemon(args: argparse.Namespace) -> int:
     from aios_host.daemon.loop import DaemonOptions
     from aios_host.daemon.service import run
 
-    if args.hold_ticks < 1:
-        raise AiosError(f"--hold-ticks {args.hold_ticks}: must be at least 1")
-    if not 0 <= args.metrics_port <= 65535:
-        raise AiosError(f"--metrics-port {args.metrics_port}: not a TCP port (0 disables metrics)")
     opts = DaemonOptions(
         policy_path=args.policy, interval_s=args.interval, dry_run=args.dry_run,
         keep_on_exit=args.keep_on_exit, probes=not args.no_probes, root=args.root,
@@ -47,15 +25,18 @@ def add_parsers(sub: argparse._SubParsersAction, common: argparse.ArgumentParser
 
     d = sub.add_parser("daemon", parents=[common], help="run the host service (sense, decide, write every interval)")
     d.add_argument("--policy", default="/etc/aios-host/policy.toml", help="policy file (default %(default)s)")
-    d.add_argument("--interval", type=_seconds, default=1.0, help="tick interval (default 1s)")
+    d.add_argument("--interval", type=seconds_arg(0.05, 3600), default=1.0,
+                   help="tick interval, 50ms to 1h (default 1s)")
     d.add_argument("--dry-run", action="store_true", help="compute and log plans, write nothing")
     d.add_argument("--keep-on-exit", action="store_true",
                    help="leave the applied values in place on exit (default: restore the originals)")
     d.add_argument("--no-probes", action="store_true", help="do not attach the eBPF probes")
-    d.add_argument("--hold-ticks", type=int, default=3, help="ticks a decision must hold before it is written")
-    d.add_argument("--cooldown", type=_seconds, default=10.0, help="minimum time between changes of one file")
+    d.add_argument("--hold-ticks", type=int_arg(1, 3600), default=3,
+                   help="ticks a decision must hold before it is written")
+    d.add_argument("--cooldown", type=seconds_arg(0, 86400), default=10.0,
+                   help="minimum time between changes of one file")
     d.add_argument("--socket", default=SOCKET_PATH, help="API socket (default %(default)s)")
-    d.add_argument("--metrics-port", type=int, default=DEFAULT_PORT,
+    d.add_argument("--metrics-port", type=int_arg(0, 65535), default=DEFAULT_PORT,
                    help="Prometheus metrics port on --metrics-address (default %(default)s; 0: off)")
     d.add_argument("--metrics-address", default="127.0.0.1", help="default %(default)s")
     d.set_defaults(func=cmd_daemon)

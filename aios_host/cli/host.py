@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from dataclasses import asdict
 
+from aios_host.cli import base as cli_base
 from aios_host.kernel.cgroup import CgroupFs, sample
 from aios_host.kernel.features import Features, Status, detect_features
 from aios_host.kernel.inventory import read_inventory
@@ -89,5 +90,5 @@ def add_parsers(sub: argparse._SubParsersAction, common: argparse.ArgumentParser
 
     s = sub.add_parser("snapshot", parents=[common], help="read-only snapshot of the cgroup tree")
     s.add_argument("--cgroup", default="", help="subtree to show (default: the whole tree)")
-    s.add_argument("--depth", type=int, default=None, help="maximum depth below --cgroup")
+    s.add_argument("--depth", type=cli_base.int_arg(0, 4096), default=None, help="maximum depth below --cgroup")
     s.set_defaults(func=cmd_snapshot)

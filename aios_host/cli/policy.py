@@ -7,6 +7,7 @@ import os
 import sys
 from typing import TYPE_CHECKING, Any
 
+from aios_host.cli import base as cli_base
 from aios_host.errors import AiosError
 from aios_host.kernel.cgroup import CgroupFs
 from aios_host.kernel.inventory import read_inventory
@@ -226,7 +227,7 @@ def add_parsers(sub: argparse._SubParsersAction, common: argparse.ArgumentParser
     psub = p.add_subparsers(dest="policy_command", required=True, metavar="ACTION")
 
     sample = argparse.ArgumentParser(add_help=False)
-    sample.add_argument("--sample-ms", type=int, default=500,
+    sample.add_argument("--sample-ms", type=cli_base.int_arg(0, 60_000), default=500,
                         help="how long to measure CPU usage before deciding (default 500)")
 
     c = psub.add_parser("check", parents=[common], help="validate files and feasibility on this host")

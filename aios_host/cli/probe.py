@@ -20,6 +20,8 @@ from aios_host.kernel.root import SysRoot
 from aios_host.output import print_json
 from aios_host.table import render
 
+DURATION = cli_base.seconds_arg(0.01, 365 * 86400)
+
 # bcc and the probe modules are imported by the commands, so that `aios-host --help` and the
 # other commands start without them.
 
@@ -35,12 +37,6 @@ def _options(args: argparse.Namespace) -> Any:
         if unknown:
             raise AiosError(f"unknown probe {unknown[0]!r}; probes: {', '.join(PROBE_NAMES)}")
     return LoadOptions(attach=args.attach, probes=names)
-
-
-def _duration(value: float) -> float:
-    if not value > 0:
-        raise AiosError(f"--duration {value:g}: must be a positive number of seconds")
-    return float(value)
 
 
 def _fmt(v: float | None, digits: int = 0) -> str:
@@ -106,7 +102,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from aios_host.probes.collect import measure
     from aios_host.probes.loader import ProbeSet
 
-    duration = _duration(args.duration)
+    duration = args.duration
     root = SysRoot(args.root)
     fs = CgroupFs(root)
     if args.cgroup:
@@ -154,7 +150,7 @@ def cmd_stats(args: argparse.Namespace) -> int:
     from aios_host.probes.loader import ProbeSet
     from aios_host.probes.stats import bpf_stats_enabled, overhead
 
-    duration = _duration(args.duration)
+    duration = args.duration
     root = SysRoot(args.root)
     with ProbeSet(root, _options(args)) as probes, bpf_stats_enabled(root) as old:
         if old is None:
@@ -198,7 +194,7 @@ def add_parsers(sub: argparse._SubParsersAction, common: argparse.ArgumentParser
     ls.set_defaults(func=cmd_list)
 
     r = psub.add_parser("run", parents=[common, load], help="per-cgroup table over an interval")
-    r.add_argument("--duration", type=float, default=5.0, metavar="S", help="seconds (default 5)")
+    r.add_argument("--duration", type=DURATION, default=5.0, metavar="S", help="seconds (default 5)")
     r.add_argument("--cgroup", default="", metavar="PATH", help="only this cgroup v2 subtree")
     r.add_argument("--events", action="store_true", help="print exec/exit/OOM events as they come")
     r.add_argument("--all", action="store_true", help="also cgroups where nothing was measured")
@@ -206,7 +202,7 @@ def add_parsers(sub: argparse._SubParsersAction, common: argparse.ArgumentParser
 
     s = psub.add_parser("stats", parents=[common, load],
                         help="per-program BPF run time (enables kernel.bpf_stats_enabled meanwhile)")
-    s.add_argument("--duration", type=float, default=5.0, metavar="S", help="seconds (default 5)")
+    s.add_argument("--duration", type=DURATION, default=5.0, metavar="S", help="seconds (default 5)")
     s.set_defaults(func=cmd_stats)
 
 

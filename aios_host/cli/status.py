@@ -9,7 +9,7 @@ import argparse
 import time
 from typing import Any
 
-from aios_host.cli.daemon import _seconds
+from aios_host.cli.base import seconds_arg
 from aios_host.output import print_json
 
 
@@ -79,5 +79,6 @@ def add_parsers(sub: argparse._SubParsersAction, common: argparse.ArgumentParser
 
     s = sub.add_parser("status", parents=[common], help="is the daemon running, and what is it doing")
     s.add_argument("--socket", default=SOCKET_PATH, help="API socket (default %(default)s)")
-    s.add_argument("--timeout", type=_seconds, default=5.0, help="how long to wait for the daemon (default 5s)")
+    s.add_argument("--timeout", type=seconds_arg(0.1, 3600), default=5.0,
+                   help="how long to wait for the daemon (default 5s)")
     s.set_defaults(func=cmd_status)

@@ -339,8 +339,12 @@ def own_cgroup() -> str:
 
 def supervisor_scope_name(key: str, pid: int) -> str:
     """The scope that holds the supervisor: the pid makes it unique per supervisor, so a new one
-    never collides with a dead one's scope that systemd has not collected yet."""
-    return f"{SUPERVISOR_SCOPE_PREFIX}{unit_escape(key)}-{pid}.scope"
+    never collides with a dead one's scope that systemd has not collected yet. Plain characters
+    only (others become '_'; the pid keeps it unique): the name also travels inside systemd-run's
+    --property=BindsTo=, whose parser unescapes backslashes, so unit_escape's '\\x2d' for '-' arrived
+    as 'x2d' and named a unit that does not exist (seen in the VM: every rank failed to start)."""
+    plain = "".join(c if c.isascii() and (c.isalnum() or c in "_.") else "_" for c in key)
+    return f"{SUPERVISOR_SCOPE_PREFIX}{plain}-{pid}.scope"
 
 
 def systemd_run_argv(

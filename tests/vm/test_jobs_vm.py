@@ -225,3 +225,30 @@ def test_sigkill_of_the_supervisor_stops_its_rank_units(tmp_path: Path, script: 
     stop = _cli("job", "stop", name)
     assert stop.returncode == 0 and "supervisor was dead" in stop.stdout, stop.stdout + stop.stderr
     assert not [u for u in _aios_units() if name in u], _aios_units()
+
+
+def test_the_same_job_name_twice_at_once_under_systemd(tmp_path: Path, script: Path) -> None:
+    """Two `job run --detach` of one name at the same moment, systemd launcher: one wins and runs its
+    own command (its own pid directory), the other is refused in one line; no stray rank unit."""
+    for round_ in range(2):
+        name = f"vmrace{round_}-{uuid.uuid4().hex[:4]}"
+        dirs = [tmp_path / f"{round_}-{i}" for i in (0, 1)]
+        for d in dirs:
+            d.mkdir()
+        procs = [subprocess.Popen([*CLI, "job", "run", "--name", name, "--nproc", "2", "--launcher", "systemd",
+                                   "--stop-grace", "2s", "--detach", "--", str(script), "sleep", str(d)],
+                                  cwd="/src", stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                 for d in dirs]
+        outs = [p.communicate(timeout=300) for p in procs]
+        rcs = [p.returncode for p in procs]
+        assert sorted(rcs) == [0, 1], (rcs, outs)
+        winner, loser = rcs.index(0), rcs.index(1)
+        err = outs[loser][1]
+        assert "already running" in err and err.count("\n") == 1 and "Traceback" not in err, err
+        deadline = time.monotonic() + 60
+        while not (dirs[winner] / "rank-1.pid").exists() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert (dirs[winner] / "rank-0.pid").exists() and not list(dirs[loser].iterdir())
+        units = [rk["unit"] for rk in json.loads(_cli("job", "status", name, "--json").stdout)["instances"][0]["ranks"]]
+        assert len(units) == 2
+        assert _cli("job", "stop", name).returncode == 0

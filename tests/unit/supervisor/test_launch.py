@@ -72,6 +72,7 @@ def _req(rank: int = 0) -> LaunchRequest:
 def test_supervisor_scope_names(key: str, pid: int, other: int) -> None:
     name = supervisor_scope_name(key, pid)
     assert UNIT_CHARS.match(name) and name.startswith("aios-jobsup-") and name.endswith(f"-{pid}.scope")
+    assert "\\" not in name  # systemd-run --property= would unescape it into another name (the VM)
     assert not fnmatch.fnmatch(name, "aios-job-*")  # `systemctl list-units aios-job-*` lists ranks only
     assert (supervisor_scope_name(key, other) == name) == (other == pid)  # one scope per supervisor
 
