@@ -9,7 +9,10 @@ A. The same 4-rank gloo job (aios_host.workloads.gangcheck) under `torchrun --st
    - restart -> next successful collective: max_restarts 1; from our SIGKILL of rank 2 to rank 0's
      first all_reduce of the restarted gang (aios-host with backoff 0: torchrun has no backoff);
    - orphans after teardown: each rank starts a `sleep` in a session of its own (as a careless
-     helper process would); what is still running after the launcher exited.
+     helper process would); what is still running after the launcher exited;
+   - SIGKILL of the launcher itself (our supervisor, torchrun's agent) -> every rank gone (within
+     10 s, else counted as left running: nobody would stop them). Target < 2 s. The systemd
+     launcher's figure comes from the VM (tests/vm/test_jobs_vm.py writes supervisor_sigkill.json).
    Target: every aios-host time <= torchrun's (ratio <= 1), zero orphans.
 B. busbw of the same AllReduce job (16 MiB, torch all_reduce, 4 ranks, 30 iterations) run bare
    (4 processes started by hand with the env:// variables) and under aios-host, alternating, best
@@ -48,6 +51,7 @@ PY = sys.executable
 TORCHRUN = str(Path(PY).parent / "torchrun")
 ENV = {**os.environ, "PYTHONPATH": str(REPO), "TORCH_CPP_LOG_LEVEL": "ERROR"}
 NPROC = 4
+LAUNCHER_KILL_WAIT_S = 10.0  # ranks still alive this long after their launcher was SIGKILLed: orphaned
 
 
 def _alive(pid: int) -> bool:
@@ -145,6 +149,25 @@ def one_round(kind: str) -> dict[str, float]:
         restarted = [ln for ln in lines if ln.split()[1] == "1"]
         out["sigkill_to_restarted_collective_s"] = float(restarted[0].split()[2]) - t0
         p.wait(timeout=300)
+
+        # 5. SIGKILL of the launcher itself (aios-host's supervisor / torchrun's agent) -> ranks gone
+        pids_dir, mark = d / "pids5", d / "mark5"
+        p = subprocess.Popen(_launcher(kind, ["--forever", "--step-ms", "10", "--mark", str(mark), "--pids",
+                                              str(pids_dir)], 0, uuid.uuid4().hex[:6]),
+                             env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        pids = _rank_pids(pids_dir, NPROC)
+        _wait_file_lines(mark, 1)
+        time.sleep(0.3)
+        t0 = time.monotonic()
+        p.kill()
+        p.wait()
+        while any(_alive(pid) for pid in pids) and time.monotonic() - t0 < LAUNCHER_KILL_WAIT_S:
+            time.sleep(0.002)
+        survivors = [pid for pid in pids if _alive(pid)]
+        out["launcher_sigkill_to_all_ranks_gone_s"] = (time.monotonic() - t0) if not survivors else float("inf")
+        out["ranks_surviving_launcher_sigkill"] = float(len(survivors))
+        for pid in survivors:  # what nobody would have stopped
+            os.kill(pid, signal.SIGKILL)
     return out
 
 
@@ -156,7 +179,9 @@ def part_a(repeats: int) -> dict[str, Any]:
     keys = ["launch_to_first_collective_s", "sigkill_to_all_ranks_gone_s", "sigkill_to_restarted_collective_s"]
     med = {k: {m: statistics.median(r[m] for r in runs[k]) for m in keys} for k in runs}
     orphans = {k: max(r["orphans"] for r in runs[k]) for k in runs}
-    return {"repeats": repeats, "median_s": med, "orphans_max": orphans,
+    launcher_kill = {k: {"median_s": statistics.median(r["launcher_sigkill_to_all_ranks_gone_s"] for r in runs[k]),
+                         "survivors_max": max(r["ranks_surviving_launcher_sigkill"] for r in runs[k])} for k in runs}
+    return {"repeats": repeats, "median_s": med, "orphans_max": orphans, "launcher_sigkill": launcher_kill,
             "ratio_aios_over_torchrun": {m: med["aios-host"][m] / med["torchrun"][m] for m in keys},
             "runs": runs}
 
@@ -239,6 +264,10 @@ def print_report(rep: dict[str, Any]) -> None:
             print(f"{label:<42} {t * 1e3:>8.1f}ms {s * 1e3:>8.1f}ms {s / t:>7.2f}")
         print(f"{'orphans after teardown (max)':<42} {a['orphans_max']['torchrun']:>10.0f} "
               f"{a['orphans_max']['aios-host']:>10.0f}")
+        lk = a["launcher_sigkill"]
+        shown = {k: (f"{v['median_s'] * 1e3:.1f}ms" if v["median_s"] != float("inf")
+                     else f">{LAUNCHER_KILL_WAIT_S:g}s ({v['survivors_max']:.0f} left)") for k, v in lk.items()}
+        print(f"{'SIGKILL of the launcher -> all ranks gone':<42} {shown['torchrun']:>10} {shown['aios-host']:>10}")
     b = rep.get("b")
     if b:
         best, med = b["best_busbw_Bps"], b["median_busbw_Bps"]
