@@ -244,7 +244,9 @@ def test_sigkill_at_every_change_of_an_apply_and_of_a_rollback_loses_nothing(roo
     undo = _killed_at("rollback", 0, POLICIES[0])
     assert undo.returncode == 0, undo.stderr
     n_rollback = int(undo.stdout.split()[-1])
-    assert tree_state(fs) == before and n_apply > 5 and n_rollback > 5
+    # a rollback makes fewer changes than the apply: values in files that only the apply's controller
+    # enables brought into being have no original, and vanish when the controller is disabled again
+    assert tree_state(fs) == before and n_apply > 5 and n_rollback > 0, (n_apply, n_rollback)
     for n in range(1, n_apply + 1):
         p = _killed_at("apply", n, POLICIES[0])
         assert p.returncode == -9, (n, p.stderr)
