@@ -13,12 +13,12 @@ APT_PACKAGES := python3-bpfcc bpfcc-tools python3-systemd python3-venv python3-p
                 stress-ng linux-perf procps iproute2 prometheus
 SETUP_STAMP := $(VENV)/.aios-setup-stamp
 
-.PHONY: help setup apt venv headers tracefs test unit bpf-test vm-test vm-build run bench lint clean
+.PHONY: help setup apt venv headers tracefs test test-tiers unit bpf-test vm-test vm-build run bench lint clean
 
 help:
 	@echo "make run      set up, then run the daemon in the foreground (policies/default.toml)"
-	@echo "make test     set up, then run the unit and bpf tests"
-	@echo "make vm-test  build (cached) and boot the Debian VM, run tests/vm inside"
+	@echo "make test     set up, then run the tiers tests/unit, host, bpf, jobs (junit in $(JUNIT_DIR)/)"
+	@echo "make vm-test  build (cached) and boot the Debian VM, run tests/vm inside (junit in $(VM_OUT)/)"
 	@echo "make bench    benchmarks under tests/bench"
 	@echo "make lint     ruff"
 
@@ -64,8 +64,26 @@ $(SETUP_STAMP): pyproject.toml | $(VENV)/bin/python
 
 venv: $(SETUP_STAMP)
 
+# One pytest run per tier, each with its junit XML in $(JUNIT_DIR)/<tier>.xml: .ci/check_junit.py
+# fails CI for a tier that executed zero tests (all skipped or deselected: pytest exits 0 then).
+# Every tier runs even when an earlier one fails; the target fails if any did.
+TEST_TIERS := unit host $(notdir $(wildcard tests/bpf tests/jobs))
+JUNIT_DIR  ?= build/junit
+# qemu-vm's out dir for `make vm-test` (kept, so the guest's junit.xml is at $(VM_OUT)/junit.xml)
+VM_OUT     ?= $(or $(AIOS_VM_OUT),.vm-out)
+
 test: setup
-	$(PY) -m pytest tests/unit tests/host $(wildcard tests/bpf tests/jobs)
+	@mkdir -p $(JUNIT_DIR); rc=0; \
+	for t in $(TEST_TIERS); do \
+	    rm -f $(JUNIT_DIR)/$$t.xml; \
+	    echo "== tests/$$t"; \
+	    $(PY) -m pytest tests/$$t --junitxml=$(JUNIT_DIR)/$$t.xml || rc=$$?; \
+	done; \
+	exit $$rc
+
+# The tiers `make test` runs (for .ci/run)
+test-tiers:
+	@echo $(TEST_TIERS)
 
 unit: setup
 	$(PY) -m pytest tests/unit
@@ -74,7 +92,7 @@ vm-build: setup
 	vagrant/qemu-vm build
 
 vm-test: setup
-	vagrant/qemu-vm test
+	vagrant/qemu-vm test --out $(VM_OUT)
 
 # The daemon in the foreground with the default policy: Ctrl-C restores what it changed. On a host
 # whose cgroup v2 has no controllers (hybrid) it runs observe-only and says so once. Its API is at
@@ -93,7 +111,7 @@ lint: setup
 	$(VENV)/bin/ruff check aios_host tests
 
 clean:
-	rm -rf $(VENV) .pytest_cache build *.egg-info
+	rm -rf $(VENV) .pytest_cache build .vm-out *.egg-info
 
 # -- install / uninstall (root): the daemon as a systemd service --------------------------------
 # The steps are in systemd/install.sh (so that the test VM, which has no make, runs the same ones):

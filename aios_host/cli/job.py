@@ -478,7 +478,7 @@ def cmd_bench_allreduce(args: argparse.Namespace) -> int:
 
     from aios_host.supervisor.gang import Supervisor
     from aios_host.supervisor.spec import spec_from_dict
-    from aios_host.workloads.allreduce import render
+    from aios_host.workloads.allreduce import algorithms, render
     from aios_host.workloads.sizes import parse_sizes
 
     factor = _int_flag("--factor", args.factor, 2, 1024)
@@ -488,11 +488,17 @@ def cmd_bench_allreduce(args: argparse.Namespace) -> int:
         parse_sizes(args.sizes, factor or 2)
     except ValueError as exc:
         raise AiosError(f"--sizes: {exc}") from None
+    nproc = _int_flag("--nproc", args.nproc, 1, 1024)
+    try:
+        algorithms(args.algos, args.servers, nproc)  # a K the job cannot have: one line, nothing started
+    except ValueError as exc:
+        raise AiosError(str(exc)) from None
     fd, tmp = tempfile.mkstemp(prefix="aios-allreduce-", suffix=".json")
     os.close(fd)
     out = args.out or tmp
-    wl = ["--sizes", args.sizes, "--factor", str(factor), "--warmup", str(warmup),
-          "--iters", str(iters), "--algos", args.algos, "--min-iters", str(iters), "--out", out]
+    wl = ["--quiet", "--sizes", args.sizes, "--factor", str(factor), "--warmup", str(warmup),
+          "--iters", str(iters), "--algos", args.algos, "--servers", args.servers, "--min-iters", str(iters),
+          "--out", out]
     data: dict[str, Any] = {"name": args.name or f"bench-allreduce-{os.getpid()}", "nproc": args.nproc,
                             "module": "aios_host.workloads.allreduce", "args": wl, "backend": args.backend,
                             "class": args.cls or "training", "launcher": args.launcher}
@@ -503,10 +509,16 @@ def cmd_bench_allreduce(args: argparse.Namespace) -> int:
             res = json.loads(Path(out).read_text())
         except (OSError, ValueError):
             return rc or 1
+        if args.plot:
+            from aios_host.workloads.crossover import plot
+
+            plot(res, args.plot)
         if args.json:
             print_json(res)
         else:
             print(render(res))
+            if args.plot:
+                print(f"# plot: {args.plot}")
         return rc
     finally:
         with contextlib.suppress(OSError):
@@ -586,13 +598,17 @@ def add_parsers(sub: argparse._SubParsersAction, common: argparse.ArgumentParser
     b = sub.add_parser("bench", help="benchmarks")
     bsub = b.add_subparsers(dest="bench_command", required=True, metavar="BENCH")
     ar = bsub.add_parser("allreduce", parents=[common],
-                         help="AllReduce busbw: torch vs ring vs parameter server, with the ring model")
+                         help="AllReduce: torch vs ring vs parameter server, bytes counted, models fitted")
     ar.add_argument("--nproc", default=2)
     ar.add_argument("--sizes", default="4K:256M", help="min:max (x --factor) or a,b,c")
     ar.add_argument("--factor", default=2)
     ar.add_argument("--warmup", default=5)
     ar.add_argument("--iters", default=20)
     ar.add_argument("--algos", default="torch,ring,ps")
+    ar.add_argument("--servers", default="1",
+                    help="parameter-server ranks K for ps, comma separated, 1 <= K < nproc (default 1)")
+    ar.add_argument("--plot", default=None, metavar="FILE",
+                    help="draw measurements, fitted models and the predicted crossover (PNG, matplotlib)")
     ar.add_argument("--backend", default="auto", choices=["gloo", "nccl", "auto"])
     ar.add_argument("--class", dest="cls", default=None)
     ar.add_argument("--launcher", default="auto", choices=["auto", "systemd", "cgroup"])

@@ -52,6 +52,11 @@ from aios_host.policy.targets import ClassTarget, resolve_targets
 log = get_logger("aios_host.daemon")
 
 DAEMON_PROBES = ("sched", "faults", "reclaim", "oom")  # what demand and the views use
+# The probes' per-cgroup maps are plain hashes of LoadOptions.max_cgroups entries, and cgroup ids
+# are never reused: without pruning, a long-running daemon on a host that creates cgroups (a scope
+# per session, cron run, container, job rank) fills them, after which new cgroups go uncounted
+# (drops "stats_map"). Entries of removed cgroups are deleted this often, on the probes' thread.
+PROBE_PRUNE_EVERY_S = 60.0
 _BLOCKING_FILES = ("memory.high", "memory.max")  # the kernel reclaims inside the write
 
 
@@ -191,11 +196,16 @@ class Daemon:
 
             holder["p"] = ProbeSet(self.root, LoadOptions(probes=DAEMON_PROBES)).load()
 
+        next_prune = [self.clock() + PROBE_PRUNE_EVERY_S]
+
         def sample() -> Any:
             p = holder["p"]
             for ev in p.poll(0):
                 if getattr(ev, "kind", "") == "oom":
                     log.warning("oom_kill", pid=ev.pid, comm=ev.comm, cgroup_id=ev.cgroup_id)
+            if self.clock() >= next_prune[0]:
+                next_prune[0] = self.clock() + PROBE_PRUNE_EVERY_S
+                self._prune_probe_maps(p)
             return p.read()
 
         def teardown() -> None:
@@ -206,6 +216,21 @@ class Daemon:
         self._probe_holder = holder
         self._probe_source = SlowSource("probes", sample, self.opts.interval_s, deadline, setup, teardown,
                                         clock=self.clock).start()
+
+    def _prune_probe_maps(self, probes: Any) -> None:
+        """Delete the map entries of cgroups that are gone. A cgroup made after the walk loses its
+        entry too (its counters restart from zero, read as a new entry: hist_delta), so the tree
+        is walked right before the prune rather than taken from the index, which can be rescan_s
+        old."""
+        from aios_host.probes.cgroup_ids import walk_ids
+
+        try:
+            n = probes.prune(walk_ids(self.fs))
+        except Exception as exc:  # noqa: BLE001 - a failed prune must not cost the tick its sample
+            log.warning("probe_prune_failed", error=str(exc))
+            return
+        if n:
+            log.info("probe_maps_pruned", entries=n)
 
     def wait_probes(self, timeout_s: float) -> bool:
         return self._probe_source.wait_ready(timeout_s) if self._probe_source else False

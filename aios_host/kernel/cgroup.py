@@ -1,9 +1,11 @@
 """The cgroup v2 tree: find the mount, walk it, read and write interface files, create/remove
-cgroups, move pids, kill and freeze.
+cgroups, kill them.
 
 Cgroups are named by their path relative to the cgroup2 mount ("" is the root,
 "aios.slice/training" a child), the way systemd and /proc/PID/cgroup name them. Parsing lives in
-cgroup_format; this module only does I/O through a SysRoot.
+cgroup_format; this module only does I/O through a SysRoot. Controller files (cpu.max,
+memory.high, ...) are read and written by name where they are used (the plan's writes, the
+daemon's held files) and parsed there with cgroup_format: no typed accessor per file here.
 """
 
 from __future__ import annotations
@@ -68,9 +70,6 @@ class Cgroup:
     def file(self, name: str) -> str:
         return f"{self.kernel_path}/{name}"
 
-    def has(self, name: str) -> bool:
-        return self.fs.root.exists(self.file(name))
-
     def read(self, name: str) -> str:
         return self.fs.root.read_text(self.file(name))
 
@@ -107,98 +106,9 @@ class Cgroup:
     def procs(self) -> tuple[int, ...]:
         return fmt.parse_pids(self.read("cgroup.procs"))
 
-    def threads(self) -> tuple[int, ...]:
-        return fmt.parse_pids(self.read("cgroup.threads"))
-
     def events(self) -> dict[str, int]:
         """cgroup.events: populated, frozen. Absent on the root cgroup."""
         return fmt.parse_flat_keyed(self.read("cgroup.events"), "cgroup.events")
-
-    def stat(self) -> dict[str, int]:
-        return fmt.parse_flat_keyed(self.read("cgroup.stat"), "cgroup.stat")
-
-    # -- cpu -----------------------------------------------------------------------------------
-
-    def cpu_stat(self) -> dict[str, int]:
-        return fmt.parse_flat_keyed(self.read("cpu.stat"), "cpu.stat")
-
-    def cpu_max(self) -> fmt.CpuMax:
-        return fmt.parse_cpu_max(self.read("cpu.max"))
-
-    def cpu_weight(self) -> int:
-        return fmt.parse_int(self.read("cpu.weight"), "cpu.weight")
-
-    def set_cpu_max(self, value: fmt.CpuMax) -> None:
-        self.write("cpu.max", fmt.format_cpu_max(value))
-
-    def set_cpu_weight(self, weight: int) -> None:
-        self.write("cpu.weight", str(int(weight)))
-
-    # -- cpuset --------------------------------------------------------------------------------
-
-    def cpuset_cpus(self) -> tuple[int, ...]:
-        return fmt.parse_cpu_list(self.read("cpuset.cpus"))
-
-    def cpuset_mems(self) -> tuple[int, ...]:
-        return fmt.parse_cpu_list(self.read("cpuset.mems"))
-
-    def cpuset_cpus_effective(self) -> tuple[int, ...]:
-        return fmt.parse_cpu_list(self.read("cpuset.cpus.effective"))
-
-    def cpuset_mems_effective(self) -> tuple[int, ...]:
-        return fmt.parse_cpu_list(self.read("cpuset.mems.effective"))
-
-    def cpuset_partition(self) -> fmt.Partition:
-        return fmt.parse_partition(self.read("cpuset.cpus.partition"))
-
-    def set_cpuset_cpus(self, cpus: Iterable[int]) -> None:
-        self.write("cpuset.cpus", fmt.format_cpu_list(cpus))
-
-    def set_cpuset_mems(self, mems: Iterable[int]) -> None:
-        self.write("cpuset.mems", fmt.format_cpu_list(mems))
-
-    def set_cpuset_partition(self, kind: Literal["member", "root", "isolated"]) -> None:
-        self.write("cpuset.cpus.partition", kind)
-
-    # -- memory --------------------------------------------------------------------------------
-
-    def memory_current(self) -> int:
-        return fmt.parse_int(self.read("memory.current"), "memory.current")
-
-    def memory_peak(self) -> int | None:
-        text = self.read_optional("memory.peak")  # since 5.19
-        return None if text is None else fmt.parse_int(text, "memory.peak")
-
-    def memory_limit(self, name: Literal["min", "low", "high", "max", "swap.max"]) -> fmt.Limit:
-        return fmt.parse_limit(self.read(f"memory.{name}"), f"memory.{name}")
-
-    def set_memory_limit(
-        self, name: Literal["min", "low", "high", "max", "swap.max"], value: fmt.Limit
-    ) -> None:
-        self.write(f"memory.{name}", fmt.format_limit(value))
-
-    def memory_events(self) -> dict[str, int]:
-        return fmt.parse_flat_keyed(self.read("memory.events"), "memory.events")
-
-    def memory_stat(self) -> dict[str, int]:
-        return fmt.parse_flat_keyed(self.read("memory.stat"), "memory.stat")
-
-    # -- io ------------------------------------------------------------------------------------
-
-    def io_stat(self) -> dict[str, dict[str, int]]:
-        return fmt.parse_io_stat(self.read("io.stat"))
-
-    def io_weight(self) -> dict[str, int]:
-        return fmt.parse_io_weight(self.read("io.weight"))
-
-    def io_max(self) -> dict[str, dict[str, fmt.Limit]]:
-        return fmt.parse_io_max(self.read("io.max"))
-
-    def set_io_weight(self, weight: int, device: str = "default") -> None:
-        self.write("io.weight", f"{device} {int(weight)}")
-
-    def set_io_max(self, device: str, limits: dict[str, fmt.Limit]) -> None:
-        self.write("io.max", fmt.format_io_max_line(device, limits))
 
     # -- pressure ------------------------------------------------------------------------------
 
@@ -209,15 +119,9 @@ class Cgroup:
 
     # -- membership and lifecycle --------------------------------------------------------------
 
-    def move_pid(self, pid: int) -> None:
-        self.write("cgroup.procs", str(int(pid)))
-
     def kill(self) -> None:
         """cgroup.kill (5.14+): SIGKILL every process in this subtree, atomically w.r.t. forks."""
         self.write("cgroup.kill", "1")
-
-    def freeze(self, frozen: bool = True) -> None:
-        self.write("cgroup.freeze", "1" if frozen else "0")
 
     def populated(self) -> bool:
         return bool(self.events().get("populated", 0))

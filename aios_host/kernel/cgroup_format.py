@@ -112,11 +112,6 @@ def parse_cpu_max(text: str) -> CpuMax:
     return CpuMax(quota, period)
 
 
-def format_cpu_max(value: CpuMax) -> str:
-    quota = MAX if value.quota_usec is None else str(value.quota_usec)
-    return f"{quota} {value.period_usec}"
-
-
 # -- cpuset lists -------------------------------------------------------------------------------
 
 
@@ -189,14 +184,6 @@ def format_io_max_line(dev: str, limits: dict[str, Limit]) -> str:
     return " ".join([dev, *(f"{k}={format_limit(limits[k])}" for k in IO_MAX_KEYS if k in limits)])
 
 
-def parse_io_stat(text: str) -> dict[str, dict[str, int]]:
-    """io.stat: "MAJ:MIN rbytes=.. wbytes=.. rios=.. wios=.. dbytes=.. dios=.." per device."""
-    return {
-        dev: {k: _int("io.stat", text, v) for k, v in fields.items()}
-        for dev, fields in parse_nested_keyed(text, "io.stat").items()
-    }
-
-
 # -- PSI ----------------------------------------------------------------------------------------
 
 
@@ -231,26 +218,3 @@ def parse_pressure(text: str, what: str = "pressure") -> Pressure:
     if "some" not in lines:
         raise ParseError(what, text, "no 'some' line")
     return Pressure(some=lines["some"], full=lines.get("full"))
-
-
-# -- cpuset.cpus.partition ----------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Partition:
-    """cpuset.cpus.partition: "member", "root", "isolated", or "root invalid (reason)"."""
-
-    kind: str
-    valid: bool
-    reason: str = ""
-
-
-def parse_partition(text: str) -> Partition:
-    s = text.strip()
-    kind, _, rest = s.partition(" ")
-    if kind not in ("member", "root", "isolated"):
-        raise ParseError("cpuset.cpus.partition", text, f"unknown partition type {kind!r}")
-    if rest.startswith("invalid"):
-        reason = rest[len("invalid") :].strip().strip("()")
-        return Partition(kind, False, reason)
-    return Partition(kind, True)

@@ -25,15 +25,6 @@ def hist_delta(before: Sequence[int], after: Sequence[int]) -> tuple[int, ...]:
     return tuple(x - y if x >= y else x for x, y in zip(a, b, strict=True))
 
 
-def hist_merge(*hists: Sequence[int]) -> tuple[int, ...]:
-    n = max((len(h) for h in hists), default=0)
-    out = [0] * n
-    for h in hists:
-        for i, c in enumerate(h):
-            out[i] += c
-    return tuple(out)
-
-
 def hist_count(hist: Sequence[int]) -> int:
     return int(sum(hist))
 

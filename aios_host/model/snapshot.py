@@ -61,13 +61,6 @@ class HostSnapshot:
     lost_events: int = 0
     drops: Mapping[str, int] | None = None
 
-    def by_path(self, path: str) -> CgroupMetrics | None:
-        p = "/" + path.strip("/")
-        return next((c for c in self.cgroups if c.path == p), None)
-
-    def by_id(self, cgroup_id: int) -> CgroupMetrics | None:
-        return next((c for c in self.cgroups if c.id == cgroup_id), None)
-
 
 def interval_metrics(
     before: CgroupCounters, after: CgroupCounters, interval_s: float

@@ -1,4 +1,6 @@
-"""The fractional-knapsack baseline the benchmark compares the LP solver with.
+"""The fractional-knapsack baseline the benchmarks compare the LP solver with: nothing in the
+product calls it. tests/bench/bench_policy.py and bench_decide.py time it beside the solver, and
+tests/unit/policy/test_solver.py checks the solver's objective against it.
 
 Per resource: give every class its min, then fill classes in the order (priority descending,
 w_i / c_ir descending, name) up to hi_ir (demand, capped by max). For one tier this is the exact

@@ -73,10 +73,6 @@ class CgroupIndex:
                 out[i] = p
         return out
 
-    def id_of(self, path: str) -> int:
-        """The id of a cgroup named by path ("/a/b" or "a/b"); NotFoundError when absent."""
-        return self.fs.cgroup(path).id
-
     @property
     def known(self) -> dict[int, str]:
         return dict(self._paths)

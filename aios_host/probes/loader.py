@@ -510,7 +510,8 @@ class ProbeSet:
         )
 
     def prune(self, live_ids: Iterable[int]) -> int:
-        """Delete map entries of cgroups that no longer exist; returns how many were deleted."""
+        """Delete map entries of cgroups that no longer exist; returns how many were deleted. The
+        daemon calls it every PROBE_PRUNE_EVERY_S (the maps are not LRU: they would fill)."""
         keep = set(live_ids) | {0}
         n = 0
         tables = {"sched": ("sched_stats",), "faults": ("fault_count",),

@@ -1,4 +1,5 @@
-"""Why a gang ended: the first rank that failed, and how (exit code, signal, OOM kill, hang).
+"""Why a gang ended: the rank that failed (of several, the likeliest root cause: root_cause), and
+how (exit code, signal, OOM kill, hang).
 
 Pure: takes what the launcher observed (waitid's si_code/si_status, or systemd's ExecMainCode /
 ExecMainStatus / Result, and the oom_kill counter of memory.events before and after) and says
@@ -140,14 +141,6 @@ def classify(
             return Cause(CauseKind.LAUNCH, rank, status.code, LAUNCH_FAILURE_CODES.get(status.code, ""))
         return Cause(CauseKind.EXIT, rank, status.code)
     return Cause(CauseKind.SIGNAL, rank, status.code)
-
-
-def first_failure(causes: list[Cause]) -> Cause | None:
-    """The cause that ends the gang: the first non-success, non-peer cause in observed order."""
-    for c in causes:
-        if c.kind not in (CauseKind.SUCCESS, CauseKind.PEER):
-            return c
-    return None
 
 
 def root_cause(failures: list[Cause]) -> Cause:

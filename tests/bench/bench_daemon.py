@@ -52,7 +52,7 @@ def make_cgroups(fs: CgroupFs, n: int) -> list[subprocess.Popen[bytes]]:
     for i in range(n):
         cg = fs.create(f"{BENCH}/c{i:05d}", exist_ok=True)
         p = subprocess.Popen(["sleep", "3600"])
-        cg.move_pid(p.pid)
+        cg.write("cgroup.procs", str(p.pid))
         procs.append(p)
     return procs
 

@@ -175,7 +175,7 @@ def test_block_io_latency_by_issuing_cgroup(probes, fs, tmp_path):
         time.sleep(0.2)
         s1 = probes.read()
         snap = build_snapshot(s0, s1, {cg["io"].id: "/io"})
-    io = snap.by_path("/io")
+    io = {c.path: c for c in snap.cgroups}["/io"]
     assert io.blk_ios >= 64, io  # 64 direct writes + 64 direct reads, maybe merged or split
     assert io.blk_p99_usec is not None and io.blk_p99_usec > 0
 

@@ -223,7 +223,7 @@ def against_runqlat(fs: CgroupFs, seconds: int = 3, probes=None) -> tuple[tuple[
     from contextlib import nullcontext
 
     from aios_host.kernel.root import SysRoot
-    from aios_host.model.hist import hist_delta, hist_merge
+    from aios_host.model.hist import hist_delta
     from aios_host.probes.loader import LoadOptions, ProbeSet
 
     own = probes is None
@@ -240,6 +240,7 @@ def against_runqlat(fs: CgroupFs, seconds: int = 3, probes=None) -> tuple[tuple[
             out = rq.communicate(timeout=120)[0]
         finally:
             stop(work)
-    ours = hist_merge(*(hist_delta(s0.counters(i).runq_hist, s1.counters(i).runq_hist)
-                        for i in set(s0.cgroups) | set(s1.cgroups)))
+    deltas = [hist_delta(s0.counters(i).runq_hist, s1.counters(i).runq_hist)
+              for i in set(s0.cgroups) | set(s1.cgroups)]
+    ours = tuple(sum(slot) for slot in zip(*deltas, strict=True))  # summed slot by slot
     return ours, parse_log2_hist(out)

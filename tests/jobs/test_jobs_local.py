@@ -16,7 +16,7 @@ def test_allreduce_4_ranks_job_completes() -> None:
     r = cli("job", "run", "examples/allreduce-4.toml", "--name", job)
     assert r.returncode == 0, r.stderr
     assert "correctness: all results exact" in r.stdout
-    assert "ring model T = 2(N-1)(alpha + S/(N B))" in r.stdout
+    assert "ring model T = 2(N-1)(alpha + M/(N B))" in r.stdout and "ps2 model T = 2(alpha + W M/(K B))" in r.stdout
     st = status(job)[0]
     assert st["status"] == "succeeded" and st["world_size"] == 4 and st["launcher"] == "cgroup"
     assert st["cgroup"].endswith(f"training/aios-jobs.slice/{job}") and cgroup_gone(st)
@@ -194,15 +194,20 @@ def test_ddp_example_trains() -> None:
     assert last < first
 
 
-def test_bench_allreduce_cli_tables_and_check() -> None:
+def test_bench_allreduce_cli_tables_and_check(tmp_path: Path) -> None:
+    png = tmp_path / "ar.png"
     r = cli("bench", "allreduce", "--nproc", "2", "--sizes", "4K:256K", "--factor", "8", "--iters", "3",
-            "--warmup", "1", "--name", name("bench"))
+            "--warmup", "1", "--name", name("bench"), "--plot", str(png))
     assert r.returncode == 0, r.stderr
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     out = r.stdout
-    assert "torch time(us)" in out and "ring time(us)" in out and "ps time(us)" in out
+    assert "torch time(us)" in out and "ring time(us)" in out and "ps1 time(us)" in out
     assert "correctness: all results exact" in out and "meas/model" in out
+    assert "ps1: 0:w 262144/262144 (1.000), 1:s 262144/262144 (1.000)" in out  # bytes counted, not assumed
     rows = [line for line in out.splitlines() if line.strip().startswith(("4K", "32K", "256K"))]
     assert len(rows) >= 3
+    bad = cli("bench", "allreduce", "--nproc", "2", "--servers", "2", "--name", name("bench"))
+    assert bad.returncode != 0 and bad.stderr.count("\n") == 1 and "--servers 2: need 1 <= K < N = 2" in bad.stderr
 
 
 def test_two_detached_runs_of_one_name_at_once(tmp_path: Path) -> None:

@@ -54,7 +54,8 @@ def test_spinners_and_faults_are_charged_to_their_cgroups(probes, fs):
         finally:
             stop(spin)
     snap = build_snapshot(s0, s1, {busy_id: "/busy", touch_id: "/touch"})
-    busy, touch = snap.by_path("/busy"), snap.by_path("/touch")
+    by_path = {c.path: c for c in snap.cgroups}
+    busy, touch = by_path["/busy"], by_path["/touch"]
     print("vm snapshot", busy, touch, sep="\n")
     assert busy.runq_count >= 20, busy
     assert busy.runq_p99_usec >= 1000, busy

@@ -9,7 +9,7 @@ import threading
 import pytest
 
 from aios_host.actuate.state import DAEMON_RECORD, StateStore
-from aios_host.daemon.loop import Daemon, DaemonOptions
+from aios_host.daemon.loop import PROBE_PRUNE_EVERY_S, Daemon, DaemonOptions
 from aios_host.model.hist import slot_bounds
 from aios_host.probes.sample import EMPTY_HIST, CgroupCounters, ProbeSample
 from tests.unit.fixtures import FakeCgroupRoot, fake_v2_host, put
@@ -119,6 +119,7 @@ class FakeProbes:
         self.t_ns = 0
         self.hist: dict[int, list[int]] = {}
         self.closed = False
+        self.pruned_with: list[set[int]] = []
 
     def add_waits(self, cgroup_id: int, usec: float, n: int) -> None:
         slot = next(i for i in range(len(EMPTY_HIST)) if slot_bounds(i)[1] > usec)
@@ -131,6 +132,15 @@ class FakeProbes:
     def read(self) -> ProbeSample:
         self.t_ns += 1_000_000_000
         return ProbeSample(self.t_ns, {i: CgroupCounters(runq_hist=tuple(h)) for i, h in self.hist.items()})
+
+    def prune(self, live_ids) -> int:
+        """As ProbeSet.prune: forget the cgroups not in live_ids."""
+        live = set(live_ids)
+        self.pruned_with.append(live)
+        gone = [i for i in self.hist if i not in live]
+        for i in gone:
+            del self.hist[i]
+        return len(gone)
 
     def close(self) -> None:
         self.closed = True
@@ -161,6 +171,48 @@ def test_runqueue_latency_from_the_probes_raises_demand(host):
     slow = _alloc_with_latency(host, 9000.0)  # p99 ~ 9 ms, above the 5 ms target
     assert calm["web"] == pytest.approx(calm["batch"], rel=0.05)
     assert slow["web"] > 1.3 * slow["batch"]
+
+
+def test_probe_maps_forget_removed_cgroups_every_prune_interval(host):
+    root, _ = host
+    clock = Clock()
+    probes = FakeProbes(root)
+    # interval_s 3600: the source's own thread samples once, the test's sample_now does the rest
+    d = make(host, clock, probes=True, probe_factory=lambda r: probes, probe_deadline_s=1e9, interval_s=3600)
+    assert d.wait_probes(5.0)
+    run_ticks(d, clock, 2)
+    web_id = os.stat(root.path(f"{CG}/web")).st_ino
+    gone_id = 987_654_321  # counted once, its cgroup since removed
+    probes.add_waits(web_id, 100.0, 10)
+    probes.add_waits(gone_id, 100.0, 10)
+    d._probe_source.sample_now()
+    assert set(probes.hist) == {web_id, gone_id} and not probes.pruned_with  # not before the interval
+    clock.t += PROBE_PRUNE_EVERY_S
+    d._probe_source.sample_now()
+    assert set(probes.hist) == {web_id}
+    assert {web_id, os.stat(root.path(CG)).st_ino} <= probes.pruned_with[-1]  # the live tree, walked
+    assert gone_id not in probes.pruned_with[-1]
+    assert web_id in d._probe_source.latest().value.cgroups  # the sample after the prune
+    d.shutdown()
+
+
+def test_a_failed_prune_keeps_the_sample(host):
+    root, _ = host
+    clock = Clock()
+
+    class Refusing(FakeProbes):
+        def prune(self, live_ids) -> int:
+            raise OSError("bpf map delete refused")
+
+    probes = Refusing(root)
+    d = make(host, clock, probes=True, probe_factory=lambda r: probes, probe_deadline_s=1e9, interval_s=3600)
+    assert d.wait_probes(5.0)
+    probes.add_waits(42, 100.0, 1)
+    clock.t += PROBE_PRUNE_EVERY_S
+    d._probe_source.sample_now()  # raises if the failure escaped the prune
+    latest = d._probe_source.latest()
+    assert latest.fresh and 42 in latest.value.cgroups
+    d.shutdown()
 
 
 def test_stop_restores_every_original_byte_exact(host):

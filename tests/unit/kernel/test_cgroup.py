@@ -45,26 +45,10 @@ def test_normalize_rejects_dotdot():
         normalize("a/../../etc")
 
 
-def test_typed_reads(v2):
+def test_pressure_reads(v2):
     cg = v2.cgroup("aios.slice/train")
-    assert isinstance(cg.cpu_max(), fmt.CpuMax)
-    assert cg.memory_limit("max") == "max"  # the VM capture had no limit set
-    assert cg.cpu_stat()["usage_usec"] >= 0
-    assert cg.pressure("memory") is not None
-    assert cg.io_weight()["default"] == 100
-
-
-def test_typed_writes_reach_the_file(v2):
-    cg = v2.cgroup("aios.slice/train")
-    cg.set_cpu_max(fmt.CpuMax(50000, 100000))
-    cg.set_memory_limit("high", 1 << 30)
-    cg.set_cpuset_cpus([0, 1, 2, 5])
-    cg.set_io_max("8:0", {"rbps": 1048576, "wbps": "max"})
-    path = v2.root.path
-    assert path(cg.file("cpu.max")).read_text() == "50000 100000"
-    assert path(cg.file("memory.high")).read_text() == str(1 << 30)
-    assert path(cg.file("cpuset.cpus")).read_text() == "0-2,5"
-    assert path(cg.file("io.max")).read_text() == "8:0 rbps=1048576 wbps=max"
+    assert isinstance(cg.pressure("memory"), fmt.Pressure)
+    assert cg.pressure("irq") is None  # the VM capture (6.1) has no irq.pressure
 
 
 def test_write_to_a_file_the_controller_lacks_names_the_path(tmp_path):
@@ -73,7 +57,7 @@ def test_write_to_a_file_the_controller_lacks_names_the_path(tmp_path):
     fake_cgroup(tmp_path, "/sys/fs/cgroup/unified/job", HYBRID)
     cg = CgroupFs(SysRoot(tmp_path)).cgroup("job")
     with pytest.raises(KernelError) as exc:
-        cg.set_memory_limit("high", 1 << 30)
+        cg.write("memory.high", str(1 << 30))
     assert exc.value.path.endswith("/sys/fs/cgroup/unified/job/memory.high")
     assert exc.value.errno == 2
 

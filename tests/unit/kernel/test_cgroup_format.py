@@ -43,13 +43,10 @@ class TestCapturedFiles:
     def test_vm_io_weight_and_cpuset(self):
         assert fmt.parse_io_weight(load(VM, "cgroup/io.weight"))["default"] == 100
         assert fmt.parse_cpu_list(load(VM, "cgroup/cpuset.cpus.effective")) == (0, 1)
-        assert fmt.parse_partition(load(VM, "cgroup/cpuset.cpus.partition")).kind == "member"
 
-    def test_vm_io_max_and_stat(self):
+    def test_vm_io_max(self):
         limits = fmt.parse_io_max(load(VM, "cgroup/io.max"))
         assert limits and all(set(v) <= set(fmt.IO_MAX_KEYS) for v in limits.values())
-        assert all(isinstance(n, int) for d in fmt.parse_io_stat(load(VM, "cgroup/io.stat")).values()
-                   for n in d.values())
 
 
 class TestFormats:
@@ -57,7 +54,6 @@ class TestFormats:
         assert fmt.parse_cpu_max("max 100000\n") == fmt.CpuMax(None, 100000)
         assert fmt.parse_cpu_max("50000 100000") == fmt.CpuMax(50000, 100000)
         assert fmt.parse_cpu_max("50000 100000").cores == 0.5
-        assert fmt.format_cpu_max(fmt.CpuMax(None, 100000)) == "max 100000"
         with pytest.raises(ParseError, match="cpu.max"):
             fmt.parse_cpu_max("fast 100000")
 
@@ -90,10 +86,6 @@ class TestFormats:
     def test_pressure_missing_field(self):
         with pytest.raises(ParseError, match="some"):
             fmt.parse_pressure("some avg10=1.50 total=3\n")
-
-    def test_partition_invalid(self):
-        p = fmt.parse_partition("root invalid (Parent is not a partition root)\n")
-        assert p.kind == "root" and not p.valid and "Parent" in p.reason
 
     def test_cpu_list_examples(self):
         assert fmt.parse_cpu_list("0-3,8,10-11\n") == (0, 1, 2, 3, 8, 10, 11)

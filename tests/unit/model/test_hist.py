@@ -5,7 +5,6 @@ from hypothesis import strategies as st
 from aios_host.model.hist import (
     hist_count,
     hist_delta,
-    hist_merge,
     percentile,
     percentile_slot,
     rate,
@@ -53,11 +52,10 @@ def test_empty_and_bad_quantiles():
         percentile(hist(s1=1), 1.5)
 
 
-def test_delta_merge_count():
+def test_delta_and_count():
     a, b = hist(s2=5, s4=1), hist(s2=7, s4=1, s6=3)
     assert hist_delta(a, b) == hist(s2=2, s6=3)
     assert hist_delta(b, a)[6] == 0 and hist_delta(b, a)[2] == 5  # went down: pruned, count afresh
-    assert hist_merge(a, b) == hist(s2=12, s4=2, s6=3)
     assert hist_count(b) == 11
     assert hist_delta((1, 2), (1, 2, 3)) == (0, 0, 3)
 

@@ -33,16 +33,17 @@ def test_rates_percentiles_and_cgroupfs_merge():
         {"/hog": cg_sample("/hog", 1_000_000)}, {"/hog": cg_sample("/hog", 4_000_000, psi=42.0)},
     )
     assert snap.interval_s == 2.0 and snap.attach == "tracepoint" and snap.lost_events == 2
-    hog = snap.by_path("hog")
+    by_path = {c.path: c for c in snap.cgroups}
+    hog = by_path["/hog"]
     assert hog.runq_count == 100 and 8192 <= hog.runq_p50_usec < 16384 and 8192 <= hog.runq_p99_usec < 16384
     assert hog.oncpu_cores == pytest.approx(1.5) and hog.preemptions_per_s == 500
     assert hog.faults_per_s == 1000
     assert hog.direct_reclaim_ms_per_s == pytest.approx(20.0) and hog.reclaim_ms_per_s == pytest.approx(30.0)
     assert hog.oom_kills == 1 and hog.blk_ios == 10 and 256 <= hog.blk_p99_usec < 512
     assert hog.cpu_usage_cores == pytest.approx(1.5) and hog.cpu_some_avg10 == 42.0 and hog.nr_procs == 3
-    idle = snap.by_id(11)
+    idle = next(c for c in snap.cgroups if c.id == 11)
     assert idle.runq_count == 4 and idle.runq_p99_usec < 4 and idle.active
-    empty = snap.by_path("/empty")
+    empty = by_path["/empty"]
     assert not empty.active and empty.runq_p99_usec is None and empty.cpu_usage_cores is None
     assert [c.path for c in snap.cgroups] == ["/empty", "/hog", "/idle"]
 

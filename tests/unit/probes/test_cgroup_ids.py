@@ -48,4 +48,3 @@ def test_index_refreshes_on_a_miss_at_most_once_per_interval(tmp_path):
     clock.t = 1.5
     assert idx.path(new) == "/new"
     assert idx.resolve([a, new, 0, 999999999]) == {a: "/a", new: "/new", 0: UNKNOWN_PATH}
-    assert idx.id_of("/a/b") == fs.cgroup("a/b").id

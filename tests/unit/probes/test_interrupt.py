@@ -99,7 +99,7 @@ def test_measure_stops_at_the_signal_with_what_it_has(host):
     assert probes.polls == 3  # the poll that brought the signal is the last one
     assert snap.interval_s == pytest.approx(3.0)
     assert [e.pid for e in events] == [101, 102, 103]
-    root = snap.by_path("/")
+    root = {c.path: c for c in snap.cgroups}.get("/")
     assert root is not None and root.oncpu_cores == pytest.approx(0.5)
 
 

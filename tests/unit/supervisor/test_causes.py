@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import signal
 
-from aios_host.supervisor.causes import Cause, CauseKind, ExitStatus, classify, first_failure, root_cause
+from aios_host.supervisor.causes import Cause, CauseKind, ExitStatus, classify, root_cause
 
 
 def test_exit_status_from_waitid_and_systemd() -> None:
@@ -39,12 +39,6 @@ def test_exit_codes_follow_shells() -> None:
     assert Cause(CauseKind.HANG, 1).exit_code == 124
     assert Cause(CauseKind.STOPPED).exit_code == 143
     assert Cause(CauseKind.EXIT, 0, 5).exit_code == 5
-
-
-def test_first_failure_skips_peers_and_successes() -> None:
-    causes = [Cause(CauseKind.SUCCESS, 0), Cause(CauseKind.PEER, 2, 9), Cause(CauseKind.EXIT, 1, 4)]
-    assert first_failure(causes) == causes[2]
-    assert first_failure(causes[:2]) is None
 
 
 def test_roundtrip() -> None:
