@@ -134,6 +134,12 @@ def _class_families(classes: tuple[ClassView, ...]) -> Iterator[Metric]:
                                   labels=("class",))
     ooms = CounterMetricFamily("aios_class_oom_kills_total", "OOM kills in the class since the probes attached.",
                                labels=("class",))
+    tto = GaugeMetricFamily("aios_class_memory_seconds_to_oom",
+                            "Time until the class's memory use reaches its limit or the host's available memory, "
+                            "at its present growth (absent when not growing).", labels=("class",))
+    guard = GaugeMetricFamily("aios_class_memory_guard_step",
+                              "The memory guard's last escalation step on the class: 0 none, 1 memory.high "
+                              "tightened, 2 frozen, 3 killed.", labels=("class",))
     demand = {r: GaugeMetricFamily(f"aios_class_demand_{u}",
                                    f"Smoothed {r} demand of the class as the policy engine saw it.", labels=("class",))
               for r, u in RESOURCE_UNITS.items()}
@@ -160,6 +166,9 @@ def _class_families(classes: tuple[ClassView, ...]) -> Iterator[Metric]:
             reclaim.add_metric((c.name,), c.reclaim_seconds_total)
         if c.oom_kills_total is not None:
             ooms.add_metric((c.name,), c.oom_kills_total)
+        if c.seconds_to_oom is not None:
+            tto.add_metric((c.name,), c.seconds_to_oom)
+        guard.add_metric((c.name,), _GUARD_STEP.get(c.memory_guard, 0))
         # A resource the engine does not know has no unit to name it by: left out rather than
         # exported under a guessed unit (test_metrics checks the table covers every resource).
         for r, v in c.demand.items():
@@ -169,7 +178,7 @@ def _class_families(classes: tuple[ClassView, ...]) -> Iterator[Metric]:
             if r in alloc:
                 alloc[r].add_metric((c.name,), v)
 
-    yield from (cpu, mem, procs, psi, runq, faults, reclaim, ooms, *demand.values(), *alloc.values())
+    yield from (cpu, mem, procs, psi, runq, faults, reclaim, ooms, tto, guard, *demand.values(), *alloc.values())
 
 
 def _source_families(view: DaemonView) -> Iterator[Metric]:
@@ -187,6 +196,9 @@ def _source_families(view: DaemonView) -> Iterator[Metric]:
     yield from (up, age, skips)
 
 
+_GUARD_STEP = {"ok": 0, "tighten": 1, "freeze": 2, "kill": 3}
+
+
 def _host_families(view: DaemonView) -> Iterator[Metric]:
     psi = GaugeMetricFamily("aios_host_pressure_some_ratio",
                             "Share of the last 10 s in which some task on the host stalled on the resource "
@@ -200,6 +212,13 @@ def _host_families(view: DaemonView) -> Iterator[Metric]:
                             "CPU the policy engine may hand out, in cores.", view.capacity_cpu_cores)
     yield GaugeMetricFamily("aios_host_capacity_memory_bytes",
                             "Memory the policy engine may hand out.", view.capacity_memory_bytes)
+    if view.host_available_bytes is not None:
+        yield GaugeMetricFamily("aios_host_memory_available_bytes",
+                                "MemAvailable + SwapFree, as the memory guard reads it.", view.host_available_bytes)
+    if view.host_seconds_to_oom is not None:
+        yield GaugeMetricFamily("aios_host_memory_seconds_to_oom",
+                                "Time until the host's available memory runs out at its present growth.",
+                                view.host_seconds_to_oom)
 
 
 def make_registry(get_view: Callable[[], DaemonView | None]) -> CollectorRegistry:

@@ -42,6 +42,15 @@ def render_status(st: dict[str, Any]) -> list[str]:
         lines.append("  probes: " + (", ".join(st["probes_attached"]) or "none attached"))
     else:
         lines.append("  probes: off")
+    guard = st.get("memory_guard", "off")
+    if guard != "off":
+        avail, tto = st.get("host_available_bytes"), st.get("host_seconds_to_oom")
+        lines.append(f"  memory guard: {guard}; host available "
+                     + (f"{avail / 2**20:.0f} MiB" if avail is not None else "?")
+                     + ", time to OOM " + (f"{tto:.0f} s" if tto is not None else "not growing"))
+        for c in st.get("memory_guard_classes", [])[:10]:
+            t = c["seconds_to_oom"]
+            lines.append(f"    {c['name']}: {c['state']}, time to OOM " + (f"{t:.0f} s" if t is not None else "-"))
     drift = st["drift"]
     lines.append("  drift: none" if not drift else f"  drift: {len(drift)} file(s) differ from what was written")
     for d in drift[:5]:

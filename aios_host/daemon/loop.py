@@ -18,6 +18,7 @@ and still serves the API and metrics; "paused" after an API rollback until the n
 from __future__ import annotations
 
 import concurrent.futures
+import math
 import os
 import queue
 import signal
@@ -30,6 +31,7 @@ from typing import Any
 from aios_host import __version__
 from aios_host.actuate.apply import do_write, undo_all
 from aios_host.actuate.state import DaemonJournal, StateStore
+from aios_host.daemon.guard import GuardRunner
 from aios_host.daemon.hysteresis import Hysteresis
 from aios_host.daemon.measure import CgroupReader, ClassProbeFigures, ClassReading, class_probe_figures
 from aios_host.daemon.ownership import Router, make_router
@@ -83,6 +85,10 @@ def _validate(opts: DaemonOptions) -> None:
         raise AiosError(f"--interval {opts.interval_s:g}: must be between 0.05 and 3600 seconds")
 
 
+def _finite(x: float) -> float | None:
+    return x if math.isfinite(x) else None  # JSON has no infinity: "no end in sight" is null
+
+
 class Daemon:
     def __init__(self, opts: DaemonOptions, probe_factory: Callable[[SysRoot], Any] | None = None,
                  clock: Callable[[], float] = time.monotonic, root: SysRoot | None = None) -> None:
@@ -96,7 +102,8 @@ class Daemon:
         self.router: Router = make_router(self.root, self.fs)
         self.policy_effective = self.router.adapt_policy(self.policy)
         self.inv: Inventory = read_inventory(self.root)
-        check_on_host(self.policy, self.inv)  # a policy this host cannot meet: one line, exit 1
+        cap = check_on_host(self.policy, self.inv)  # a policy this host cannot meet: one line, exit 1
+        self.guard = GuardRunner(self.fs, self.policy_effective, cap.memory_bytes)
         self._inv_key = self._inventory_key()
         self.reader = CgroupReader(self.fs)
         self.smoother = UsageSmoother(opts.half_life_s)
@@ -267,6 +274,7 @@ class Daemon:
         usage = self.smoother.update(readings, figs, now)
         self._readings = readings
         self._usage = usage
+        self._guard_tick(now)
         if not self._should_decide(usage, now):
             return
         decision = decide(self.policy_effective, self.fs, self.inv, self.targets, usage)
@@ -318,7 +326,29 @@ class Daemon:
                     return True
         return False
 
+    def _guard_tick(self, now: float) -> None:
+        """The memory guard acts every tick, outside the plan's hysteresis: senpai's steps and the
+        escalation are control actions with their own pacing (memguard.py)."""
+        actions = self.guard.tick(now, self.targets)
+        if not actions:
+            return
+        acting = self.mode == "active" and not self._paused
+        if acting:
+            self.journal.record([w for w, _ in actions])  # originals first, as for every write
+        for w, act in actions:
+            step = act.step if act else "senpai"
+            if not acting:
+                log.info("memory_guard_would", step=step, cgroup=w.path, old=w.old, new=w.new, reason=w.reason,
+                         mode="paused" if self._paused else self.mode)
+                continue
+            if act:  # an escalation step: a warning of its own, besides the write's event
+                log.warning("memory_guard", step=step, cgroup=w.path, old=w.old, new=w.new, reason=w.reason)
+            self._write(w, "memory_guard")
+
     def _act(self, plan: Plan, decision: Decision, now: float) -> None:
+        held_by_guard = self.guard.held_paths()
+        if held_by_guard:  # senpai or an escalation step owns these memory.high files now
+            plan = Plan(tuple(w for w in plan.writes if w.path not in held_by_guard))
         selected, held = self.hysteresis.select(plan.writes, now)
         self._pending = held
         unavailable = [w for w in selected if not w.available] if self.mode == "active" else []
@@ -442,9 +472,10 @@ class Daemon:
 
     def _switch_policy(self, path: str) -> None:
         policy = load_policy(path)  # raises with one line: the old policy stays in force
-        check_on_host(policy, self.inv)  # so does one this host cannot meet
+        cap = check_on_host(policy, self.inv)  # so does one this host cannot meet
         self.policy, self.policy_path = policy, path
         self.policy_effective = self.router.adapt_policy(policy)
+        self.guard.set_policy(self.policy_effective, cap.memory_bytes)
         self.journal.policy = path
         self.hysteresis.reset()
         self._targets_at = None
@@ -601,7 +632,8 @@ class Daemon:
                 f.faults_total if f else None,
                 f.reclaim_ns_total / 1e9 if f else None,
                 f.oom_kills_total if f else None,
-                demand, alloc))
+                demand, alloc,
+                *self._guard_of(name)))
         psi = {r: self._host_psi(r) for r in ("cpu", "memory", "io")}
         self.view = replace(
             self.view,
@@ -620,7 +652,21 @@ class Daemon:
             host_cpus=self.inv.cpu_count, host_memory_bytes=int(self.inv.memory_total_bytes),
             capacity_cpu_cores=d.capacity.cpu_cores if d else 0.0,
             capacity_memory_bytes=d.capacity.memory_bytes if d else 0.0,
+            memory_guard=self._guard_summary(),
+            host_available_bytes=_finite(self.guard.view.host_available_bytes),
+            host_seconds_to_oom=_finite(self.guard.view.host_seconds_to_oom),
             last_error=self._last_error)
+
+    def _guard_of(self, name: str) -> tuple[str, float | None]:
+        state, tto = self.guard.view.classes.get(name, ("ok", math.inf))
+        return state, _finite(tto)
+
+    def _guard_summary(self) -> str:
+        if not self.guard.active():
+            return "off"
+        if not self.guard.enabled:
+            return "senpai only (escalation off)"
+        return f"danger: {self.guard.view.danger}" if self.guard.view.danger else "watching"
 
     def _host_psi(self, resource: str) -> float | None:
         try:

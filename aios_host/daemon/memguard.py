@@ -9,8 +9,9 @@ escalation that acts before the kernel's OOM killer does.
   per interval, max_probe 1%, max_backoff 100%, coefficients 10 and 20, min 100M. Unlike senpai it
   never goes below what cannot be reclaimed (the caller's floor: unevictable + shmem, and anon on
   a host without swap).
-- OomClock: time to OOM from the slope of used memory (EWMA of bytes/s over ticks) and the
-  headroom left: seconds = headroom / slope; infinite when usage is flat or falling.
+- OomClock: time to OOM from the slope of used memory and the headroom left: seconds = headroom /
+  slope. Growth is taken at once, a slower one fades in with a half-life, a fall resets it:
+  infinite when usage is flat or falling.
 - Escalation: when the host is in danger (available memory below a byte threshold, or time to
   OOM below a number of seconds), the classes of the lowest acting tier (never a protected class,
   never one above the acting tier) go through tighten (memory.high = what it uses now) -> freeze
@@ -100,8 +101,14 @@ class OomClock:
             if dt > 0:
                 rate = (used_bytes - self._last[1]) / dt
                 alpha = 1.0 - 2.0 ** (-dt / self.half_life_s)
-                # growth is taken at once (a fast grower must not be averaged away), a fall slowly
-                self.slope_Bps = rate if rate > self.slope_Bps else self.slope_Bps + alpha * (rate - self.slope_Bps)
+                # growth is taken at once (a fast grower must not be averaged away); a slower growth
+                # fades in with the half-life; a fall (memory freed now) ends the growth
+                if rate > self.slope_Bps:
+                    self.slope_Bps = rate
+                elif rate <= 0:
+                    self.slope_Bps = 0.0
+                else:
+                    self.slope_Bps += alpha * (rate - self.slope_Bps)
         self._last = (now_s, used_bytes)
         if headroom_bytes <= 0:
             return 0.0
@@ -199,7 +206,7 @@ class Escalation:
             return []
         out = []
         for name, done in sorted(self.level.items()):
-            if STEPS[done] == "freeze":
+            if done >= STEPS.index("freeze"):  # frozen, or killed while frozen: a newcomer must not freeze
                 out.append(Action(name, "thaw", f"safe for {self.params.thaw_s:g} s"))
             out.append(Action(name, "release", "the policy's memory.high again"))
         self.level.clear()

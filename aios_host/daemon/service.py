@@ -34,6 +34,9 @@ def make_handler(d: Daemon, root: SysRoot):  # type: ignore[no-untyped-def]
             out = v.to_dict()
             out.pop("classes")
             out["classes"] = len(v.classes)
+            out["memory_guard_classes"] = [{"name": c.name, "state": c.memory_guard,
+                                            "seconds_to_oom": c.seconds_to_oom} for c in v.classes
+                                           if c.memory_guard != "ok" or c.seconds_to_oom is not None]
             return {"ok": True, "status": out}
         if cmd == "snapshot":
             return {"ok": True, "classes": [c.to_dict() for c in v.classes], "sources": [asdict(s) for s in v.sources]}

@@ -42,6 +42,9 @@ class ClassView(NamedTuple):
     # decided
     demand: Mapping[str, float] = _NONE  # what the solver was given: cpu cores
     allocation: Mapping[str, float] = _NONE  # what it allocated: cpu cores
+    # memory guard
+    memory_guard: str = "ok"  # "ok" | "tighten" | "freeze" | "kill": the last escalation step taken
+    seconds_to_oom: float | None = None  # at the present growth; None: not growing (or not owned)
 
     def to_dict(self) -> dict[str, Any]:
         return {**self._asdict(), "demand": dict(self.demand), "allocation": dict(self.allocation)}
@@ -93,6 +96,9 @@ class DaemonView:
     host_memory_bytes: int = 0
     capacity_cpu_cores: float = 0.0
     capacity_memory_bytes: float = 0.0
+    memory_guard: str = "off"  # "off" | "senpai only (escalation off)" | "watching" | "danger: WHY"
+    host_available_bytes: float | None = None  # MemAvailable + SwapFree
+    host_seconds_to_oom: float | None = None
     last_error: str | None = None  # the last tick's failure, if it failed
 
     def verdict(self) -> str:

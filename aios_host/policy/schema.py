@@ -150,6 +150,7 @@ class MemorySpec(_Strict):
         default=None, description="throttle limit (memory.high); 'auto' = host memory less the other classes' min/low"
     )
     max: Size | None = Field(default=None, description="hard limit, OOM above (memory.max)")
+    protect: bool = Field(default=False, description="the memory guard never tightens, freezes or kills this class")
 
     @field_validator("high", mode="before")
     @classmethod
@@ -209,6 +210,42 @@ class ClassSpec(_Strict):
     io: IoSpec = Field(default_factory=IoSpec)
 
 
+class MemoryGuardSpec(_Strict):
+    """The daemon's memory guard. `memory.high = "auto"` classes get senpai's loop whenever the
+    daemon runs; the escalation (tighten -> freeze -> kill before the kernel's OOM killer) only
+    when enabled. Senpai's defaults (facebookincubator/senpai) as a starting point."""
+
+    enabled: bool = Field(default=False, description="escalate (tighten, freeze, kill) when the host is in danger")
+    danger_available: Size = Field(default=Quantity(float(256 << 20)),
+                                   description="act when MemAvailable + free swap falls below this")
+    safe_available: Size = Field(default=Quantity(float(512 << 20)), description="safe again above this")
+    danger_seconds: float = Field(default=10.0, gt=0, le=3600, allow_inf_nan=False,
+                                  description="or when the host's time to OOM falls below this")
+    step_seconds: float = Field(default=2.0, ge=0, le=3600, allow_inf_nan=False,
+                                description="between two escalation steps of one class")
+    thaw_seconds: float = Field(default=10.0, ge=0, le=86400, allow_inf_nan=False,
+                                description="safe this long: thaw frozen classes, hand memory.high back")
+    interval_seconds: int = Field(default=6, ge=1, le=3600, description="senpai: ticks between two probes")
+    pressure_ms: float = Field(default=10.0, gt=0, le=60_000, allow_inf_nan=False,
+                               description="senpai: target memory stall per interval (PSI some)")
+    max_probe: float = Field(default=0.01, gt=0, le=0.5, allow_inf_nan=False,
+                             description="senpai: largest tightening step (share of memory.high)")
+    max_backoff: float = Field(default=1.0, gt=0, le=10, allow_inf_nan=False,
+                               description="senpai: largest loosening step")
+    min_size: Size = Field(default=Quantity(float(100 << 20)), description="senpai: memory.high never below this")
+    max_size: Size = Field(default=Quantity(float(100 << 30)), description="senpai: nor above this")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> MemoryGuardSpec:
+        d, s = self.danger_available, self.safe_available
+        if d.percent == s.percent and d.value > s.value:
+            raise ValueError(f"danger_available {d} is above safe_available {s}")
+        lo, hi = self.min_size, self.max_size
+        if lo.percent == hi.percent and lo.value > hi.value:
+            raise ValueError(f"min_size {lo} is above max_size {hi}")
+        return self
+
+
 class EnergySpec(_Strict):
     """Accepted and validated now; applied by the energy issue (cpufreq, NVML)."""
 
@@ -224,6 +261,7 @@ class Policy(_Strict):
     host: HostSpec = Field(default_factory=HostSpec)
     classes: list[ClassSpec] = Field(default_factory=list, alias="class")
     energy: EnergySpec = Field(default_factory=EnergySpec)
+    memory_guard: MemoryGuardSpec = Field(default_factory=MemoryGuardSpec)
 
     @model_validator(mode="after")
     def _unique_names(self) -> Policy:

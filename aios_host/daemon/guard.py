@@ -1,0 +1,227 @@
+"""The memory guard in the daemon's loop: reads what memguard.py decides on, and turns its decisions
+into Writes the loop journals and makes (or logs, in a dry run).
+
+Every tick, for the classes aios-host owns (a class cgroup in its subtree; unit-matched classes
+belong to systemd and are left to systemd-oomd): memory.current, memory.pressure (`some` total),
+memory.stat (what cannot be reclaimed: unevictable + shmem, and anon when the host has no swap),
+and, for the host, /proc/meminfo (MemAvailable + SwapFree, used = MemTotal - MemAvailable).
+- A class whose policy says memory.high = "auto" gets senpai's loop (SenpaiLoop) on its cgroup.
+- With [memory_guard] enabled, Escalation acts on the lowest unprotected tier when the host is in
+  danger: memory.high = what it uses now, then cgroup.freeze = 1, then cgroup.kill = 1 (the whole
+  class cgroup: a job's ranks inside it go as one gang), and thaws when the danger has passed.
+  A kill is also recorded in /run/aios-host/guard-kills.json so that a supervisor whose ranks
+  died of it names the cause "memory guard".
+While the guard holds a class's memory.high (senpai, or a tightening), the policy's plan does not
+write that file: `held_paths` says which.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from aios_host.daemon.memguard import (
+    PAGE,
+    Action,
+    Escalation,
+    GuardClass,
+    GuardParams,
+    OomClock,
+    SenpaiLoop,
+    SenpaiParams,
+)
+from aios_host.kernel.cgroup import CgroupFs
+from aios_host.log import get_logger
+from aios_host.policy.plan import Write
+from aios_host.policy.schema import Policy
+from aios_host.policy.targets import ClassTarget
+
+log = get_logger("aios_host.daemon")
+KILLS_FILE = "/run/aios-host/guard-kills.json"
+KILLS_KEPT = 64
+
+
+@dataclass(frozen=True)
+class ClassMemory:
+    current_bytes: int
+    some_total_usec: int
+    floor_bytes: int  # what reclaim cannot take
+
+
+@dataclass(frozen=True)
+class GuardView:
+    """What status, the API and the metrics show of the guard."""
+
+    host_available_bytes: float
+    host_seconds_to_oom: float
+    danger: str | None
+    classes: Mapping[str, tuple[str, float]]  # class -> (state, seconds to OOM)
+
+
+def _meminfo(text: str) -> dict[str, int]:
+    out = {}
+    for line in text.splitlines():
+        key, _, rest = line.partition(":")
+        parts = rest.split()
+        if parts and parts[0].isdigit():
+            out[key] = int(parts[0]) * (1024 if len(parts) > 1 and parts[1] == "kB" else 1)
+    return out
+
+
+def _stat(text: str) -> dict[str, int]:
+    out = {}
+    for line in text.splitlines():
+        k, _, v = line.partition(" ")
+        if v.strip().isdigit():
+            out[k] = int(v)
+    return out
+
+
+def _some_total(text: str) -> int:
+    for line in text.splitlines():
+        if line.startswith("some "):
+            for field in line.split()[1:]:
+                k, _, v = field.partition("=")
+                if k == "total":
+                    return int(v)
+    return 0
+
+
+class GuardRunner:
+    def __init__(self, fs: CgroupFs, policy: Policy, memory_capacity_bytes: float) -> None:
+        self.fs = fs
+        self.set_policy(policy, memory_capacity_bytes)
+        self.senpai: dict[str, SenpaiLoop] = {}
+        self.clocks: dict[str, OomClock] = {}
+        self.host_clock = OomClock()
+        self.held: dict[str, str] = {}  # memory.high path -> the class holding it
+        self.view = GuardView(math.inf, math.inf, None, {})
+
+    def set_policy(self, policy: Policy, memory_capacity_bytes: float) -> None:
+        g = policy.memory_guard
+        cap = memory_capacity_bytes
+        self.policy = policy
+        self.enabled = g.enabled
+        self.senpai_params = SenpaiParams(
+            interval_ticks=g.interval_seconds, pressure_usec=int(g.pressure_ms * 1000), max_probe=g.max_probe,
+            max_backoff=g.max_backoff, min_bytes=int(g.min_size.resolve(cap)), max_bytes=int(g.max_size.resolve(cap)))
+        self.escalation = Escalation(GuardParams(
+            danger_available_bytes=int(g.danger_available.resolve(cap)),
+            safe_available_bytes=int(g.safe_available.resolve(cap)), danger_seconds=g.danger_seconds,
+            step_s=g.step_seconds, thaw_s=g.thaw_seconds))
+
+    def active(self) -> bool:
+        return self.enabled or any(c.memory.high == "auto" for c in self.policy.classes)
+
+    def held_paths(self) -> frozenset[str]:
+        return frozenset(self.held)
+
+    def _read_class(self, rel: str, no_swap: bool) -> ClassMemory | None:
+        cg = self.fs.cgroup(rel)
+        cur = cg.read_optional("memory.current")
+        if cur is None:
+            return None
+        stat = _stat(cg.read_optional("memory.stat") or "")
+        floor = stat.get("unevictable", 0) + stat.get("shmem", 0) + (stat.get("anon", 0) if no_swap else 0)
+        return ClassMemory(int(cur), _some_total(cg.read_optional("memory.pressure") or ""), floor)
+
+    def tick(self, now_s: float, targets: Mapping[str, ClassTarget]) -> list[tuple[Write, Action | None]]:
+        """The guard's writes this tick, each with the escalation step it belongs to (None: senpai)."""
+        if not self.active():
+            return []
+        mi = _meminfo(self.fs.root.read_optional("/proc/meminfo") or "")
+        available = mi.get("MemAvailable", 0) + mi.get("SwapFree", 0)
+        total = mi.get("MemTotal", 0)
+        no_swap = mi.get("SwapTotal", 0) == 0
+        host_tto = self.host_clock.update(now_s, total - mi.get("MemAvailable", 0), available)
+        out: list[tuple[Write, Action | None]] = []
+        guard_classes = []
+        per_class: dict[str, tuple[str, float]] = {}
+        for spec in self.policy.classes:
+            t = targets.get(spec.name)
+            if t is None or not t.owned or not t.cgroups:
+                continue
+            rel = t.cgroups[0]
+            if not self.fs.exists(rel):
+                continue  # the plan makes it later in this tick
+            mem = self._read_class(rel, no_swap)
+            if mem is None:
+                continue
+            max_text = (self.fs.cgroup(rel).read_optional("memory.max") or "max").strip()
+            headroom = available if max_text == "max" else min(available, int(max_text) - mem.current_bytes)
+            tto = self.clocks.setdefault(spec.name, OomClock()).update(now_s, mem.current_bytes, headroom)
+            per_class[spec.name] = (self.escalation.state(spec.name), tto)
+            populated = (self.fs.cgroup(rel).read_optional("cgroup.events") or "").find("populated 1") >= 0
+            guard_classes.append(GuardClass(spec.name, spec.priority, spec.memory.protect, populated,
+                                            mem.current_bytes))
+            high_path = f"{self.fs.mount}/{rel}/memory.high"
+            if spec.memory.high == "auto" and not populated:
+                self.senpai.pop(spec.name, None)  # an empty class: its next workload starts a new loop
+                self.held[high_path] = spec.name
+            elif spec.memory.high == "auto" and self.escalation.state(spec.name) == "ok":
+                loop = self.senpai.setdefault(spec.name, SenpaiLoop(self.senpai_params))
+                self.held[high_path] = spec.name
+                new = loop.step(mem.some_total_usec, mem.current_bytes, mem.floor_bytes)
+                if new is not None:
+                    out.append((self._write(rel, "memory.high", str(new),
+                                            f"senpai: stall {mem.some_total_usec} us total, floor "
+                                            f"{mem.floor_bytes // PAGE * PAGE} B"), None))
+        why = None
+        if self.enabled:
+            why = self.escalation.danger(available, host_tto)
+            for act in self.escalation.step(now_s, available, host_tto, guard_classes):
+                out.extend((w, act) for w in self._action_writes(act, targets))
+        self.view = GuardView(float(available), host_tto, why, per_class)
+        return out
+
+    def _action_writes(self, act: Action, targets: Mapping[str, ClassTarget]) -> list[Write]:
+        t = targets.get(act.cls)
+        if t is None or not t.cgroups:
+            return []
+        rel = t.cgroups[0]
+        high_path = f"{self.fs.mount}/{rel}/memory.high"
+        reason = f"memory guard {act.step}: {act.reason}"
+        if act.step == "tighten":
+            self.held[high_path] = act.cls
+            return [self._write(rel, "memory.high", str(max(PAGE, act.value or PAGE)), reason)]
+        if act.step == "freeze":
+            return [self._write(rel, "cgroup.freeze", "1", reason)]
+        if act.step == "kill":
+            self._record_kill(rel, act)
+            return [self._write(rel, "cgroup.kill", "1", reason)]
+        if act.step == "thaw":
+            return [self._write(rel, "cgroup.freeze", "0", reason)]
+        # release: the policy (or senpai) writes memory.high again
+        spec = next((c for c in self.policy.classes if c.name == act.cls), None)
+        if spec is None or spec.memory.high != "auto":
+            self.held.pop(high_path, None)
+        self.senpai.pop(act.cls, None)
+        return []
+
+    def _write(self, rel: str, file: str, value: str, reason: str) -> Write:
+        path = f"{self.fs.mount}/{rel}/{file}"
+        old = None if file == "cgroup.kill" else self.fs.root.read_optional(path)
+        return Write("write", path, None if old is None else old.strip(), value, reason, "memory", True)
+
+    def _record_kill(self, rel: str, act: Action) -> None:
+        """For supervisors: which cgroup the guard killed, when and why (the newest KILLS_KEPT)."""
+        root = self.fs.root
+        try:
+            kills = json.loads(root.read_optional(KILLS_FILE) or "[]")
+        except ValueError:
+            kills = []
+        kills = [k for k in kills if isinstance(k, dict)][-(KILLS_KEPT - 1):]
+        kills.append({"cgroup": "/" + rel, "at_unix": time.time(), "class": act.cls, "reason": act.reason})
+        path = Path(root.path(KILLS_FILE))
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(".tmp")
+            tmp.write_text(json.dumps(kills))
+            os.replace(tmp, path)  # a reader never sees half a file
+        except OSError as exc:
+            log.warning("guard_kill_record_failed", path=str(path), error=str(exc))

@@ -1,0 +1,131 @@
+"""The memory guard inside the daemon's loop, on a fake cgroup v2 host: senpai owns an auto class's
+memory.high (the plan does not fight it), the escalation tightens, freezes and kills the lowest
+tier in order and never the protected class, thaws when safe, and everything is journaled and
+restored."""
+
+from __future__ import annotations
+
+import json
+
+from aios_host.actuate.state import StateStore
+from tests.unit.daemon.test_loop import CG, Clock, make, run_ticks
+from tests.unit.fixtures import FakeCgroupRoot, fake_v2_host, put
+
+MIB = 1 << 20
+POLICY = """
+[host]
+reserve_cores = 0
+reserve_memory = 0
+[memory_guard]
+enabled = true
+danger_available = "512M"
+safe_available = "1G"
+step_seconds = 2
+thaw_seconds = 4
+min_size = "16M"
+[[class]]
+name = "prot"
+priority = 10
+memory.protect = true
+[[class]]
+name = "cache"
+priority = 5
+memory.high = "auto"
+[[class]]
+name = "batch"
+priority = 0
+"""
+
+
+def meminfo(root, available_mb: int) -> None:
+    put(root.root, "/proc/meminfo", f"MemTotal: 8388608 kB\nMemAvailable: {available_mb * 1024} kB\n"
+                                    "SwapTotal: 0 kB\nSwapFree: 0 kB\n")
+
+
+def class_mem(root, cls: str, current: int, stall_usec: int = 0, unevictable: int = 0) -> None:
+    put(root.root, f"{CG}/{cls}/memory.current", f"{current}\n")
+    put(root.root, f"{CG}/{cls}/memory.stat", f"anon 0\nshmem 0\nunevictable {unevictable}\n")
+    put(root.root, f"{CG}/{cls}/memory.pressure",
+        f"some avg10=0.00 avg60=0.00 avg300=0.00 total={stall_usec}\nfull avg10=0.00 avg60=0.00 avg300=0.00 total=0\n")
+    put(root.root, f"{CG}/{cls}/cgroup.events", "populated 1\nfrozen 0\n")
+    for f, v in (("memory.high", "max\n"), ("memory.max", "max\n"), ("cgroup.freeze", "0\n"), ("cgroup.kill", "")):
+        if not root.path(f"{CG}/{cls}/{f}").exists():
+            put(root.root, f"{CG}/{cls}/{f}", v)
+
+
+def setup(tmp_path):
+    fake_v2_host(tmp_path / "root", cpus=4)
+    (tmp_path / "p.toml").write_text(POLICY)
+    root = FakeCgroupRoot.make(tmp_path / "root")
+    meminfo(root, 6000)
+    return root, tmp_path
+
+
+def test_senpai_owns_an_auto_class_and_the_escalation_goes_in_order(tmp_path):
+    root, tmp = setup(tmp_path)
+    clock = Clock()
+    d = make((root, tmp), clock, hold_ticks=1, cooldown_s=0)
+    run_ticks(d, clock, 2)  # class cgroups made
+    for cls, cur in (("prot", 800 * MIB), ("cache", 1000 * MIB), ("batch", 2000 * MIB)):
+        class_mem(root, cls, cur)
+    run_ticks(d, clock, 1)
+    assert int(root.path(f"{CG}/cache/memory.high").read_text()) == 1000 * MIB  # senpai starts at usage
+    run_ticks(d, clock, 13)  # calm: senpai probes down every 6 ticks, the plan never writes it back
+    assert int(root.path(f"{CG}/cache/memory.high").read_text()) < 1000 * MIB
+    assert root.path(f"{CG}/batch/cgroup.freeze").read_text().strip() == "0"
+
+    meminfo(root, 300)  # danger: below 512M available
+    steps = []
+    for _ in range(8):
+        run_ticks(d, clock, 1)
+        steps.append((root.path(f"{CG}/batch/memory.high").read_text().strip(),
+                      root.path(f"{CG}/batch/cgroup.freeze").read_text().strip(),
+                      root.path(f"{CG}/batch/cgroup.kill").read_text().strip()))
+    assert steps[0] == (str(2000 * MIB), "0", "")  # tightened to what it uses
+    assert ("1", "") in {(f, k) for _, f, k in steps}  # then frozen
+    assert steps[-1][1:] == ("1", "1")  # then killed (the whole class cgroup)
+    assert root.path(f"{CG}/prot/cgroup.freeze").read_text().strip() == "0"  # protected: untouched
+    assert root.path(f"{CG}/prot/memory.high").read_text().strip() == "max"
+    states = {c.name: c.memory_guard for c in d.view.classes}
+    assert states["batch"] == "kill" and states["prot"] == "ok" and d.view.memory_guard.startswith("danger")
+    kills = json.loads(root.path("/run/aios-host/guard-kills.json").read_text())
+    assert kills[-1]["cgroup"].endswith("/batch") and kills[-1]["class"] == "batch"
+
+    meminfo(root, 6000)  # safe again: thaw after thaw_seconds
+    run_ticks(d, clock, 6)
+    assert root.path(f"{CG}/batch/cgroup.freeze").read_text().strip() == "0"
+    assert {c.name: c.memory_guard for c in d.view.classes}["batch"] == "ok"
+
+
+def test_the_guard_writes_are_restored_on_exit(tmp_path):
+    root, tmp = setup(tmp_path)
+    clock = Clock()
+    d = make((root, tmp), clock, hold_ticks=1, cooldown_s=0)
+    run_ticks(d, clock, 2)
+    for cls, cur in (("prot", 800 * MIB), ("cache", 1000 * MIB), ("batch", 2000 * MIB)):
+        class_mem(root, cls, cur)
+    meminfo(root, 300)
+    run_ticks(d, clock, 4)  # tightened and frozen
+    assert root.path(f"{CG}/batch/cgroup.freeze").read_text().strip() == "1"
+    record = {w.path: w for r in StateStore(root).load() for w in r.writes}
+    assert record[f"{CG}/batch/cgroup.freeze"].old == "0"  # journaled before the freeze
+    assert record[f"{CG}/batch/memory.high"].old == "max"
+    d.restore()
+    freeze = root.path(f"{CG}/batch/cgroup.freeze")
+    assert not freeze.exists() or freeze.read_text().strip() == "0"  # thawed (or the class cgroup removed)
+    assert StateStore(root).load() == []
+
+
+def test_dry_run_logs_what_the_guard_would_do_and_writes_nothing(tmp_path):
+    root, tmp = setup(tmp_path)
+    clock = Clock()
+    d = make((root, tmp), clock, hold_ticks=1, cooldown_s=0, dry_run=True)
+    run_ticks(d, clock, 2)
+    root.path(f"{CG}").mkdir(parents=True, exist_ok=True)
+    for cls, cur in (("prot", 800 * MIB), ("cache", 1000 * MIB), ("batch", 2000 * MIB)):
+        root.path(f"{CG}/{cls}").mkdir(parents=True, exist_ok=True)
+        class_mem(root, cls, cur)
+    meminfo(root, 300)
+    run_ticks(d, clock, 8)
+    assert root.path(f"{CG}/batch/cgroup.freeze").read_text().strip() == "0"
+    assert root.path(f"{CG}/batch/memory.high").read_text().strip() == "max"
