@@ -21,6 +21,7 @@ class CauseKind(StrEnum):
     EXIT = "exit"  # a rank exited non-zero
     SIGNAL = "signal"  # a rank was killed by a signal we did not send
     OOM = "oom"  # the kernel's OOM killer took a rank (memory.events oom_kill went up)
+    MEMORY_GUARD = "memory_guard"  # aios-host's memory guard killed the class cgroup the rank was in
     HANG = "hang"  # no heartbeat within heartbeat_timeout
     LAUNCH = "launch"  # the rank could not be started (cgroup, cwd, exec)
     PEER = "peer"  # another host's rank failed (multi-host gang)
@@ -77,6 +78,7 @@ class Cause:
             CauseKind.EXIT: f"{who} exited with status {self.code}",
             CauseKind.SIGNAL: f"{who} was killed by {signal_name(self.code or 0)}",
             CauseKind.OOM: f"{who} was killed by the OOM killer (memory.events oom_kill)",
+            CauseKind.MEMORY_GUARD: f"{who} was killed by the memory guard, with its gang",
             CauseKind.HANG: f"{who} made no progress (no heartbeat)",
             CauseKind.LAUNCH: f"{who} could not be started",
             CauseKind.PEER: f"a rank on node {self.node} failed",
@@ -91,7 +93,7 @@ class Cause:
             return 0
         if self.kind is CauseKind.EXIT:
             return self.code or 1
-        if self.kind in (CauseKind.SIGNAL, CauseKind.OOM):
+        if self.kind in (CauseKind.SIGNAL, CauseKind.OOM, CauseKind.MEMORY_GUARD):
             return 128 + (self.code or signal.SIGKILL)
         if self.kind is CauseKind.HANG:
             return 124
@@ -124,11 +126,14 @@ def classify(
     systemd_result: str | None = None,
     killed_by_us: bool = False,
     started: bool = True,
+    guard_kill: str | None = None,
 ) -> Cause:
     """The cause of one rank's end. `oom_kills`: increase of memory.events oom_kill in its cgroup
     during this run; `systemd_result`: the unit's Result= (oom-kill, signal, exit-code, ...)."""
     if status.ok:
         return Cause(CauseKind.SUCCESS, rank)
+    if guard_kill is not None and not status.exited and status.code == signal.SIGKILL:
+        return Cause(CauseKind.MEMORY_GUARD, rank, status.code, guard_kill)
     if not status.exited and (oom_kills > 0 or systemd_result == "oom-kill") and status.code == signal.SIGKILL:
         return Cause(CauseKind.OOM, rank, status.code)
     if systemd_result == "oom-kill":
@@ -143,6 +148,27 @@ def classify(
     return Cause(CauseKind.SIGNAL, rank, status.code)
 
 
+GUARD_KILLS = "/run/aios-host/guard-kills.json"  # written by the daemon (daemon/guard.py)
+
+
+def guard_kill_of(root: Any, cgroup: str, since_unix: float) -> str | None:
+    """The memory guard's record of a kill of `cgroup` or an ancestor since `since_unix`, as the
+    detail of the cause ("memory guard killed /aios.slice/batch: available 300 MiB < 512 MiB")."""
+    import json
+
+    try:
+        kills = json.loads(root.read_optional(GUARD_KILLS) or "[]")
+    except ValueError:
+        return None
+    for k in reversed(kills if isinstance(kills, list) else []):
+        if not isinstance(k, dict):
+            continue
+        cg, at = str(k.get("cgroup", "")), k.get("at_unix", 0)
+        if isinstance(at, int | float) and at >= since_unix and (cgroup == cg or cgroup.startswith(cg + "/")):
+            return f"memory guard killed {cg}: {k.get('reason', '')}"
+    return None
+
+
 def root_cause(failures: list[Cause]) -> Cause:
     """Of several ranks found failed at once, the likeliest root cause: an OOM kill or a signal
     nobody in the gang sent, then an exit code other than 1, then exit 1 or SIGABRT (what a rank
@@ -152,7 +178,7 @@ def root_cause(failures: list[Cause]) -> Cause:
     def rank_of(c: Cause) -> int:
         if c.kind is CauseKind.SIGNAL and c.code == signal.SIGABRT:
             return 2
-        if c.kind in (CauseKind.OOM, CauseKind.SIGNAL, CauseKind.LAUNCH, CauseKind.HANG):
+        if c.kind in (CauseKind.MEMORY_GUARD, CauseKind.OOM, CauseKind.SIGNAL, CauseKind.LAUNCH, CauseKind.HANG):
             return 0
         if c.kind is CauseKind.EXIT and c.code != 1:
             return 1

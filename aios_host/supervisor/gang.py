@@ -37,7 +37,7 @@ from aios_host.kernel.root import SysRoot
 from aios_host.log import get_logger
 from aios_host.supervisor import stacks
 from aios_host.supervisor.backoff import restart_delay
-from aios_host.supervisor.causes import Cause, CauseKind, classify, root_cause
+from aios_host.supervisor.causes import Cause, CauseKind, classify, guard_kill_of, root_cause
 from aios_host.supervisor.coord import LocalCoordinator, StoreCoordinator
 from aios_host.supervisor.launch import (
     JOBS_SLICE,
@@ -565,9 +565,16 @@ class Supervisor:
         rs.exit = str(status)
         rs.status = "exited" if status.ok else "failed"
         cause = classify(p.rank, status, oom_kills=launcher.oom_kills(p),
-                         systemd_result=p.systemd_result, started=p.started)
+                         systemd_result=p.systemd_result, started=p.started, guard_kill=self._guard_kill(p))
         self._event("rank_exit", rank=p.rank, status=str(status), cause=cause.kind.value)
         return cause
+
+    def _guard_kill(self, p: RankProc) -> str | None:
+        """Whether aios-host's memory guard killed a cgroup this rank was in since the job started
+        (the daemon records each kill in guard-kills.json): the cause to name, or None."""
+        if p.cgroup is None or self.state is None:
+            return None
+        return guard_kill_of(self.root, "/" + p.cgroup.rel, self.state.started_unix)
 
     def _hang(self, procs: list[RankProc], h: Any) -> Cause:
         st = self.state

@@ -25,7 +25,7 @@ def test_senpai_starts_at_usage_probes_down_when_calm_and_backs_off_at_once():
     highs = [s.step(0, 1000 * MIB, 0) for _ in range(18)]  # no stall at all: probe every 6 ticks
     probes = [h for h in highs if h is not None]
     assert len(probes) == 3 and probes[0] == (1000 * MIB - 10 * MIB) // 4096 * 4096  # 1% (max_probe)
-    assert all(b < a for a, b in zip(probes, probes[1:]))
+    assert all(b < a for a, b in zip(probes, probes[1:], strict=False))
     before = s.limit
     up = s.step(400_000, 1000 * MIB, 0)  # 400 ms of stall in one tick: 40x the target
     assert up is not None and up > before  # backs off at once, not after the interval

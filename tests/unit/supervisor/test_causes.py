@@ -65,3 +65,26 @@ def test_root_cause_takes_sigabrt_for_collateral() -> None:
     c = root_cause([aborted, culprit])
     assert c.rank == 1 and c.code == 3 and c.detail == "also: rank 0 was killed by SIGABRT"
     assert root_cause([aborted, Cause(CauseKind.SIGNAL, 2, 9)]).rank == 2
+
+
+def test_a_rank_killed_by_the_memory_guard_names_it(tmp_path):
+    import json
+    import signal as sig
+
+    from aios_host.kernel.root import SysRoot
+    from aios_host.supervisor.causes import GUARD_KILLS, CauseKind, ExitStatus, classify, guard_kill_of
+
+    root = SysRoot(tmp_path)
+    path = root.path(GUARD_KILLS)
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps([{"cgroup": "/aios.slice/batch", "at_unix": 1000.0, "class": "batch",
+                                 "reason": "available 300 MiB < 512 MiB"}]))
+    rank_cg = "/aios.slice/batch/aios-jobs.slice/j/rank-1"
+    why = guard_kill_of(root, rank_cg, since_unix=900.0)
+    assert why is not None and "/aios.slice/batch" in why
+    assert guard_kill_of(root, rank_cg, since_unix=1100.0) is None  # a kill before this job started
+    assert guard_kill_of(root, "/aios.slice/batchy/rank-0", since_unix=0) is None  # not an ancestor
+    cause = classify(1, ExitStatus(False, sig.SIGKILL), guard_kill=why)
+    assert cause.kind is CauseKind.MEMORY_GUARD and cause.exit_code == 137
+    assert "memory guard" in cause.describe()
+    assert classify(1, ExitStatus(True, 1), guard_kill=why).kind is CauseKind.EXIT  # not a SIGKILL: not ours
