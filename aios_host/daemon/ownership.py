@@ -14,7 +14,8 @@ So (systemd's CGROUP_DELEGATION document):
   daemon's service never touches the workloads.
 - a class that matches a systemd unit's cgroup is changed through D-Bus (SetUnitProperties,
   runtime) and restored the same way: a Write with op "unit", path "UNIT/FILE", `new` the control
-  file value and `old` the unit's original properties (JSON);
+  file value and `old` the unit's original properties (JSON); its CPUWeight is scaled so that the
+  heaviest class weighs systemd's default 100 (it must not starve the services beside it);
 - controllers on systemd's cgroups are enabled by systemd itself when a unit asks for them, so
   the plan's "enable" steps outside our subtree are dropped;
 - anything else (a cgroup inside another unit's subtree, the root cgroup) is not ours: the write
@@ -117,6 +118,7 @@ class SystemdRouter:
     def route(self, plan: Plan, desired: Sequence[DesiredCgroup]) -> Plan:
         mount = self.fs.mount + "/"
         out: list[Write] = []
+        heaviest = max((int(d.files["cpu.weight"][0]) for d in desired if "cpu.weight" in d.files), default=100)
         for unit, w in self._own_unit_writes(desired):
             uw = self._unit_write(unit, w)
             if uw is not None:
@@ -139,6 +141,8 @@ class SystemdRouter:
                 # own there): not the system manager's unit, and not ours
                 unit, below = outer, True
             if w.op == "write" and unit is not None and not below:
+                if path.endswith("/cpu.weight"):
+                    w = w._replace(new=str(_unit_weight(int(w.new), heaviest)))
                 uw = self._unit_write(unit, w)
                 if uw is not None:
                     out.append(uw)
@@ -211,6 +215,15 @@ class SystemdRouter:
 
     def close(self) -> None:
         self._bus.close()
+
+
+def _unit_weight(weight: int, heaviest: int) -> int:
+    """A unit-matched class's CPUWeight: the class weights scaled so that the heaviest class is
+    systemd's default 100. A unit competes with the services beside it in its slice (journald,
+    this daemon): at 10000 it starved them (the daemon into a watchdog kill in the VM). Across
+    slices, aios.slice's own weight carries the ratio (see _own_unit_writes), which scaling both
+    sides alike leaves as it was."""
+    return max(1, min(10000, round(weight * 100 / max(heaviest, 100))))
 
 
 def _outer_leaf_unit(rel: str) -> str | None:

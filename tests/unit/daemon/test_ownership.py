@@ -106,3 +106,19 @@ def test_aios_slice_weighs_its_classes_against_unit_matched_ones_outside(tmp_pat
     # no class outside: systemd's default, already there, so nothing to write
     only_ours = [DesiredCgroup(f"{BASE}/prot", True, {"cpu.weight": ("5000", "")})]
     assert "aios.slice/cpu.weight" not in {x.path for x in r.route(Plan(()), only_ours).writes}
+
+
+def test_a_unit_matched_class_never_outweighs_a_default_service(tmp_path):
+    """Its CPUWeight is scaled so that the heaviest class weighs 100: at 10000 it starved the
+    services beside it in system.slice (the daemon itself, journald)."""
+    r, _ = router(tmp_path)
+    put(tmp_path, f"{M}/system.slice/web.service/cpu.weight", "100\n")
+    desired = [DesiredCgroup(f"{BASE}/batch", True, {"cpu.weight": ("10", "")}),
+               DesiredCgroup("system.slice/web.service", False, {"cpu.weight": ("10000", "")})]
+    plan = Plan((w("write", f"{M}/system.slice/web.service/cpu.weight", "100", "10000", "cpu"),))
+    out = {x.path: x.new for x in r.route(plan, desired).writes}
+    assert "web.service/cpu.weight" not in out  # scaled to 100: what it has already
+    plan = Plan((w("write", f"{M}/system.slice/web.service/cpu.weight", "100", "5000", "cpu"),))
+    out = {x.path: x.new for x in r.route(plan, desired).writes}
+    assert out["web.service/cpu.weight"] == "50"
+    assert out["aios.slice/cpu.weight"] == "1"  # 100 x 10 / 10000: the ratio carried across slices
