@@ -173,7 +173,7 @@ def test_allreduce_4_ranks_gloo_job_completes() -> None:
     msgs = [e["MESSAGE"] for e in _journal("JOB=vm-allreduce-4", "RANK=0")]
     text = "\n".join(m if isinstance(m, str) else "" for m in msgs)
     assert "correctness: all results exact" in text, text[-2000:]
-    assert "ring model T = 2(N-1)(alpha + S/(N B))" in text
+    assert "ring model T = 2(N-1)(alpha + M/(N B))" in text and "ps2 model T = 2(alpha + W M/(K B))" in text
     assert os.path.exists("/run/aios-host/jobs/vm-allreduce-4.json")
 
 
