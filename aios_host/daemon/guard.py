@@ -100,6 +100,7 @@ class GuardRunner:
         self.clocks: dict[str, OomClock] = {}
         self.host_clock = OomClock()
         self.held: dict[str, str] = {}  # memory.high path -> the class holding it
+        self.before_tighten: dict[str, tuple[str, str]] = {}  # class -> (rel, memory.high before)
         self.view = GuardView(math.inf, math.inf, None, {})
 
     def set_policy(self, policy: Policy, memory_capacity_bytes: float) -> None:
@@ -188,7 +189,10 @@ class GuardRunner:
         reason = f"memory guard {act.step}: {act.reason}"
         if act.step == "tighten":
             self.held[high_path] = act.cls
-            return [self._write(rel, "memory.high", str(max(PAGE, act.value or PAGE)), reason)]
+            w = self._write(rel, "memory.high", str(max(PAGE, act.value or PAGE)), reason)
+            if w.old is not None:
+                self.before_tighten.setdefault(act.cls, (rel, w.old))
+            return [w]
         if act.step == "freeze":
             return [self._write(rel, "cgroup.freeze", "1", reason)]
         if act.step == "kill":
@@ -196,12 +200,18 @@ class GuardRunner:
             return [self._write(rel, "cgroup.kill", "1", reason)]
         if act.step == "thaw":
             return [self._write(rel, "cgroup.freeze", "0", reason)]
-        # release: the policy (or senpai) writes memory.high again
+        # release: memory.high back to what it was before the tightening (a policy that sets one
+        # writes its own again at its next decision; senpai restarts from usage). Left tightened,
+        # the next workload of the class was throttled below any danger and never acted on (the
+        # squeeze bench, runs 4 and 5).
         spec = next((c for c in self.policy.classes if c.name == act.cls), None)
         if spec is None or spec.memory.high != "auto":
             self.held.pop(high_path, None)
         self.senpai.pop(act.cls, None)
-        return []
+        before = self.before_tighten.pop(act.cls, None)
+        if before is None:
+            return []
+        return [self._write(before[0], "memory.high", before[1], reason)]
 
     def _write(self, rel: str, file: str, value: str, reason: str) -> Write:
         path = f"{self.fs.mount}/{rel}/{file}"

@@ -95,6 +95,9 @@ def test_senpai_owns_an_auto_class_and_the_escalation_goes_in_order(tmp_path):
     run_ticks(d, clock, 6)
     assert root.path(f"{CG}/batch/cgroup.freeze").read_text().strip() == "0"
     assert {c.name: c.memory_guard for c in d.view.classes}["batch"] == "ok"
+    # handed back as it was: left tightened, the class's next workload would be throttled below any
+    # danger and never acted on
+    assert root.path(f"{CG}/batch/memory.high").read_text().strip() == "max"
 
 
 def test_the_guard_writes_are_restored_on_exit(tmp_path):
