@@ -19,6 +19,7 @@ Prometheus' naming rules and `promtool check metrics` expect.
 
 from __future__ import annotations
 
+import socket
 import threading
 from collections.abc import Callable, Iterator
 from itertools import accumulate
@@ -238,6 +239,28 @@ def serve(registry: CollectorRegistry, host: str = "127.0.0.1",
     choice. The bound port is server.server_port; stop() shuts the server down.
     """
     server, thread = start_http_server(port, addr=host, registry=registry)
+    return server, thread
+
+
+def serve_socket(registry: CollectorRegistry, sock: socket.socket) -> tuple[WSGIServer, threading.Thread]:
+    """Serve `registry` on a listening socket someone else bound: systemd's, by socket activation
+    (systemd/aios-host.socket). The service then needs no AF_INET of its own and runs with
+    PrivateNetwork=yes: the socket belongs to the host's network namespace, the service does not."""
+    from prometheus_client.exposition import ThreadingWSGIServer, _SilentHandler, make_wsgi_app
+
+    class Server(ThreadingWSGIServer):
+        address_family = sock.family
+
+    server = Server(sock.getsockname()[:2], _SilentHandler, bind_and_activate=False)
+    server.socket.close()
+    server.socket = sock
+    # what HTTPServer.server_bind and WSGIServer.server_bind would have set up after bind()
+    host, port = sock.getsockname()[:2]
+    server.server_name, server.server_port = socket.getfqdn(host), port
+    server.setup_environ()
+    server.set_app(make_wsgi_app(registry))
+    thread = threading.Thread(target=server.serve_forever, name="metrics", daemon=True)
+    thread.start()
     return server, thread
 
 

@@ -7,7 +7,7 @@
 # install:   /opt/aios-host/venv (--system-site-packages: bcc and python3-systemd are Debian's)
 #            with this checkout built as a wheel and installed (not editable); the probes' C
 #            sources in /opt/aios-host/bpf;
-#            /usr/local/lib/systemd/system/aios-host.service, /usr/local/lib/tmpfiles.d/aios-host.conf,
+#            /usr/local/lib/systemd/system/aios-host.{service,socket}, /usr/local/lib/tmpfiles.d/aios-host.conf,
 #            /usr/local/share/doc/aios-host/, and /etc/aios-host/policy.toml from
 #            policies/default.toml only if there is none (an admin's policy is never overwritten).
 #            The /usr/local search paths of systemd are used so that an admin's copies in /etc win.
@@ -59,6 +59,7 @@ install_() {
     install -m 0644 "$SRC"/bpf/*.c "$SRC"/bpf/*.h "$BPF_DIR/"
 
     install -D -m 0644 "$SRC/systemd/aios-host.service" "$UNIT_DIR/aios-host.service"
+    install -D -m 0644 "$SRC/systemd/aios-host.socket" "$UNIT_DIR/aios-host.socket"
     install -D -m 0644 "$SRC/systemd/tmpfiles.d/aios-host.conf" "$TMPFILES_DIR/aios-host.conf"
     install -D -m 0644 "$SRC/README.md" "$DOC_DIR/README.md"
     install -D -m 0644 "$SRC/systemd/README.md" "$DOC_DIR/systemd.md"
@@ -79,9 +80,9 @@ install_() {
 uninstall_() {
     # Stop first, while the unit and the venv still exist: stopping restores what the daemon changed.
     if booted && systemctl cat aios-host.service >/dev/null 2>&1; then
-        systemctl disable --now aios-host.service
+        systemctl disable --now aios-host.service aios-host.socket
     fi
-    rm -f "$UNIT_DIR/aios-host.service" "$TMPFILES_DIR/aios-host.conf"
+    rm -f "$UNIT_DIR/aios-host.service" "$UNIT_DIR/aios-host.socket" "$TMPFILES_DIR/aios-host.conf"
     rm -rf "$DOC_DIR" "$BPF_DIR"
     if [ -e "$VENV_MARK" ]; then
         say "removing $VENV"

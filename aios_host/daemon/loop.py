@@ -112,6 +112,7 @@ class Daemon:
         self.targets: dict[str, ClassTarget] = {}
         self._targets_at: float | None = None
         self._probe_source: SlowSource[Any] | None = None
+        self._probe_run_ns: int | None = None  # written by the probes' thread, read by _publish
         self._probe_factory = probe_factory
         self._probe_prev: Any = None
         self._probe_figs: dict[str, ClassProbeFigures] = {}
@@ -213,6 +214,7 @@ class Daemon:
             if self.clock() >= next_prune[0]:
                 next_prune[0] = self.clock() + PROBE_PRUNE_EVERY_S
                 self._prune_probe_maps(p)
+            self._probe_run_ns = self._probe_run_time_ns(p)
             return p.read()
 
         def teardown() -> None:
@@ -223,6 +225,20 @@ class Daemon:
         self._probe_holder = holder
         self._probe_source = SlowSource("probes", sample, self.opts.interval_s, deadline, setup, teardown,
                                         clock=self.clock).start()
+
+    def _probe_run_time_ns(self, probes: Any) -> int | None:
+        """The kernel's run time of our programs, while kernel.bpf_stats_enabled is 1. The daemon
+        does not turn it on (timing every run costs two clock reads, and the service runs without
+        CAP_SYS_ADMIN and with /proc/sys read-only): an admin who wants the figure sets the sysctl,
+        as `aios-host probe stats` does for its own measurement."""
+        from aios_host.probes.stats import read_bpf_stats_enabled
+
+        if not hasattr(probes, "prog_counters") or read_bpf_stats_enabled(self.root) != "1":
+            return None
+        try:
+            return sum(c.run_time_ns for c in probes.prog_counters())
+        except (OSError, AiosError):
+            return None
 
     def _prune_probe_maps(self, probes: Any) -> None:
         """Delete the map entries of cgroups that are gone. A cgroup made after the walk loses its
@@ -648,6 +664,7 @@ class Daemon:
             bindings=tuple(b._asdict() for b in d.allocation.bindings) if d else (),
             sources=(self._probe_source.health(),) if self._probe_source else (),
             probes_attached=tuple(sorted(getattr(self._probe_holder.get("p"), "loaded", {}))),
+            probe_cpu_seconds_total=None if self._probe_run_ns is None else self._probe_run_ns / 1e9,
             host_cpu_some_avg10=psi["cpu"], host_memory_some_avg10=psi["memory"], host_io_some_avg10=psi["io"],
             host_cpus=self.inv.cpu_count, host_memory_bytes=int(self.inv.memory_total_bytes),
             capacity_cpu_cores=d.capacity.cpu_cores if d else 0.0,

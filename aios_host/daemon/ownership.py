@@ -14,8 +14,9 @@ So (systemd's CGROUP_DELEGATION document):
   daemon's service never touches the workloads.
 - a class that matches a systemd unit's cgroup is changed through D-Bus (SetUnitProperties,
   runtime) and restored the same way: a Write with op "unit", path "UNIT/FILE", `new` the control
-  file value and `old` the unit's original properties (JSON); its CPUWeight is scaled so that the
-  heaviest class weighs systemd's default 100 (it must not starve the services beside it);
+  file value and `old` the unit's original properties (JSON); its CPUWeight is the solver's
+  cpu.weight scaled so that the heaviest class weighs what the policy gives it (`weight`, on
+  systemd's scale: 100 by default), at most UNIT_CPU_WEIGHT_MAX;
 - controllers on systemd's cgroups are enabled by systemd itself when a unit asks for them, so
   the plan's "enable" steps outside our subtree are dropped;
 - anything else (a cgroup inside another unit's subtree, the root cgroup) is not ours: the write
@@ -26,15 +27,19 @@ So (systemd's CGROUP_DELEGATION document):
   CPUWeight the sum of its classes' cpu.weight (never below systemd's default 100, so that idle
   classes, weight 1 each, do not leave a class that wakes up starved until the next decision),
   set through D-Bus like any unit and restored on exit;
-- aios.slice itself competes at the top level with system.slice and user.slice (100 each). When
-  classes match units outside it (a protected service in system.slice), the weights the solver
-  gave them can only compare with our classes' across that level: aios.slice's CPUWeight becomes
-  100 x (the classes' weight inside aios.slice) / (the unit-matched classes' weight outside), in
-  1..100, so a protected unit of weight 10000 faces a batch class of weight 10 as it would as a
-  sibling (assuming the outside slices keep systemd's 100). Never above 100: classes inside must
-  not outweigh system.slice as a whole (in the VM, 10000 starved journald and the test runner
-  behind four CPU hogs). With no such classes it is 100. In the VM isolation bench, leaving it at
-  100 gave a protected service 46% of its solo throughput.
+- aios.slice itself competes at the top level with system.slice and user.slice (100 each): this
+  daemon, journald, the admin's shell. When classes match units outside it (a protected service in
+  system.slice), the weights the solver gave them can only compare with our classes' across that
+  level: aios.slice's CPUWeight becomes 100 x (the classes' weight inside aios.slice) / (the
+  unit-matched classes' weight outside), so a protected unit of weight 10000 faces a batch class of
+  weight 10 as it would as a sibling (assuming the outside slices keep systemd's 100); leaving it
+  at 100 gave a protected service 46% of its solo throughput in the VM isolation bench. With no
+  such classes, aios.slice stands for the most important class in it that is using CPU (the
+  solver allocated it some): that class's policy weight, as a user would give it to a unit
+  (CPUWeight=1000 for a protected service); 100 while none is. Either way in 1..UNIT_CPU_WEIGHT_MAX:
+  at 10000, four CPU hogs in aios.slice starved journald and the test runner in the VM; at 100
+  against a protected class at 1000, this daemon's own ticks (at system.slice's equal share) cost
+  the protected service's p99 1.7x its solo figure where static CPUWeight=1000/10 cost 0.95x.
 Without systemd (or on a fake root), aios-host owns its managed_root directly, as the CLI does.
 """
 
@@ -59,6 +64,9 @@ CLASSES_SCOPE = "aios-classes.scope"
 CLASSES_SLICE = "aios.slice"
 HOLDER_LEAF = "_holder"
 SCOPE_CPU_WEIGHT_FLOOR = 100  # systemd's default CPUWeight
+# The most a unit-matched class or aios.slice weighs against systemd's default 100: the services
+# beside them (this daemon, journald) keep at least 1/11 of a saturated CPU each.
+UNIT_CPU_WEIGHT_MAX = 1000
 
 
 class Router(Protocol):
@@ -121,6 +129,7 @@ class SystemdRouter:
         mount = self.fs.mount + "/"
         out: list[Write] = []
         heaviest = max((int(d.files["cpu.weight"][0]) for d in desired if "cpu.weight" in d.files), default=100)
+        top = _policy_top(desired)
         for unit, w in self._own_unit_writes(desired):
             uw = self._unit_write(unit, w)
             if uw is not None:
@@ -144,7 +153,7 @@ class SystemdRouter:
                 unit, below = outer, True
             if w.op == "write" and unit is not None and not below:
                 if path.endswith("/cpu.weight"):
-                    w = w._replace(new=str(_unit_weight(int(w.new), heaviest)))
+                    w = w._replace(new=str(_unit_weight(int(w.new), heaviest, top)))
                 uw = self._unit_write(unit, w)
                 if uw is not None:
                     out.append(uw)
@@ -179,13 +188,18 @@ class SystemdRouter:
                 why = f"sum of the classes' {f} below {self.own_unit} (a child's is bounded by its parent's)"
             out.append((self.own_unit, self._file_write(self.base, f, value, why)))
         if weight_outside:
-            # never above systemd's 100: our classes must not starve system.slice (journald, this
-            # daemon, the user's shell); in the VM a 10000 here left the test runner crawling
-            slice_weight = max(1, min(SCOPE_CPU_WEIGHT_FLOOR, round(100 * weight_in_slice / weight_outside)))
+            slice_weight = max(1, min(UNIT_CPU_WEIGHT_MAX, round(100 * weight_in_slice / weight_outside)))
             why = (f"classes inside {CLASSES_SLICE} weigh {weight_in_slice}, unit-matched classes outside "
                    f"{weight_outside}, against systemd's 100 for the other slices")
         else:
-            slice_weight, why = SCOPE_CPU_WEIGHT_FLOOR, f"no class outside {CLASSES_SLICE}: systemd's default"
+            busy = [d for d in desired if d.rel.startswith(CLASSES_SLICE + "/") and d.cpu_alloc_cores > 0]
+            if busy:
+                d = max(busy, key=lambda d: d.class_weight)
+                slice_weight = max(1, min(UNIT_CPU_WEIGHT_MAX, d.class_weight))
+                why = (f"no class outside {CLASSES_SLICE}; the weightiest class using CPU, {d.cls}, "
+                       f"has weight {d.class_weight}")
+            else:
+                slice_weight, why = SCOPE_CPU_WEIGHT_FLOOR, f"no class in {CLASSES_SLICE} uses CPU: systemd's default"
         out.append((CLASSES_SLICE, self._file_write(CLASSES_SLICE, "cpu.weight", slice_weight, why)))
         return out
 
@@ -221,13 +235,21 @@ class SystemdRouter:
         self._bus.close()
 
 
-def _unit_weight(weight: int, heaviest: int) -> int:
-    """A unit-matched class's CPUWeight: the class weights scaled so that the heaviest class is
-    systemd's default 100. A unit competes with the services beside it in its slice (journald,
-    this daemon): at 10000 it starved them (the daemon into a watchdog kill in the VM). Across
-    slices, aios.slice's own weight carries the ratio (see _own_unit_writes), which scaling both
-    sides alike leaves as it was."""
-    return max(1, min(10000, round(weight * 100 / max(heaviest, 100))))
+def _policy_top(desired: Sequence[DesiredCgroup]) -> int:
+    """What the heaviest class weighs on systemd's scale: its policy weight, in 1..UNIT_CPU_WEIGHT_MAX."""
+    heaviest = max(desired, key=lambda d: int(d.files["cpu.weight"][0]) if "cpu.weight" in d.files else 0,
+                   default=None)
+    return max(1, min(UNIT_CPU_WEIGHT_MAX, heaviest.class_weight if heaviest else SCOPE_CPU_WEIGHT_FLOOR))
+
+
+def _unit_weight(weight: int, heaviest: int, top: int) -> int:
+    """A unit-matched class's CPUWeight: the solver's class weights scaled so that the heaviest
+    class weighs `top` (see _policy_top). A unit competes with the services beside it in its slice
+    (journald, this daemon): at the solver's 10000 it starved them (the daemon into a watchdog kill
+    in the VM); at 100 the daemon's own ticks took the protected service's share. Across slices,
+    aios.slice's own weight carries the ratio (see _own_unit_writes), which scaling both sides alike
+    leaves as it was."""
+    return max(1, min(10000, round(weight * top / max(heaviest, 1))))
 
 
 def _outer_leaf_unit(rel: str) -> str | None:

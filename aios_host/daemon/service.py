@@ -17,11 +17,13 @@ from typing import Any
 from aios_host import api, metrics
 from aios_host.daemon.loop import Daemon, DaemonOptions
 from aios_host.errors import AiosError
+from aios_host.kernel import systemd
 from aios_host.kernel.root import SysRoot
 from aios_host.log import get_logger
 
 log = get_logger("aios_host.daemon")
 PROBE_READY_TIMEOUT_S = 60.0
+METRICS_SOCKET_NAME = "metrics"  # FileDescriptorName= in systemd/aios-host.socket
 
 
 def make_handler(d: Daemon, root: SysRoot):  # type: ignore[no-untyped-def]
@@ -73,7 +75,11 @@ def run(opts: DaemonOptions, socket_path: str = api.SOCKET_PATH, metrics_port: i
     msrv = None
     try:
         server = api.ApiServer(socket_path, make_handler(d, d.root)).start()
-        if metrics_port is not None:
+        passed = systemd.listen_sockets().get(METRICS_SOCKET_NAME)
+        if passed is not None:  # systemd/aios-host.socket: --metrics-port/--metrics-address do not apply
+            msrv = metrics.serve_socket(metrics.make_registry(lambda: d.view), passed)
+            log.info("metrics_socket_activated", address=str(passed.getsockname()))
+        elif metrics_port is not None:
             try:
                 msrv = metrics.serve(metrics.make_registry(lambda: d.view), metrics_host, metrics_port)
             except OSError as exc:

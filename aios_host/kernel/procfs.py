@@ -88,19 +88,20 @@ def parse_proc_cgroup(text: str) -> dict[str, str]:
 class PidStat:
     state: str  # R, S, D, Z (zombie), X (dead), ...
     start_ticks: int  # starttime: clock ticks after boot; with the pid, names one process for good
+    ppid: int = 0
 
 
 def parse_pid_stat(text: str) -> PidStat:
     """/proc/PID/stat (proc(5)). comm, field 2, is in parentheses and may itself hold spaces and
-    ')', so the fields are counted from the last ')': state is field 3, starttime field 22."""
+    ')', so the fields are counted from the last ')': state is field 3, ppid 4, starttime 22."""
     _, sep, rest = text.rpartition(")")
     fields = rest.split()
     if not sep or len(fields) < 20:
         raise ParseError("/proc/PID/stat", text, "fewer than 22 fields after comm")
     try:
-        return PidStat(fields[0], int(fields[19]))
+        return PidStat(fields[0], int(fields[19]), int(fields[1]))
     except ValueError:
-        raise ParseError("/proc/PID/stat", text, "starttime is not an integer") from None
+        raise ParseError("/proc/PID/stat", text, "ppid or starttime is not an integer") from None
 
 
 def read_pid_stat(root: SysRoot, pid: int) -> PidStat | None:

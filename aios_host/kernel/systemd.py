@@ -160,6 +160,17 @@ def sd_notify(*assignments: str) -> bool:
     return True
 
 
+def listen_sockets() -> dict[str, socket.socket]:
+    """The sockets systemd passed this process (socket activation, sd_listen_fds_with_names(3)),
+    by FileDescriptorName= (default: the socket unit's name); {} when none were meant for it. The
+    LISTEN_* variables are unset, so that children do not take the sockets for theirs."""
+    try:
+        from systemd.daemon import listen_fds_with_names  # python3-systemd
+    except ImportError:
+        return {}
+    return {name: socket.socket(fileno=fd) for fd, name in listen_fds_with_names(unset_environment=True).items()}
+
+
 def watchdog_interval_s() -> float | None:
     """How often to send WATCHDOG=1: half of $WATCHDOG_USEC (sd_watchdog_enabled(3) advises
     pinging at half the timeout), when the watchdog is meant for this process ($WATCHDOG_PID unset

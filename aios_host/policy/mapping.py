@@ -160,6 +160,7 @@ def desired_state(
                 "wiops": lim.wiops or fmt.MAX,
             }
             files[f"io.max {dev}"] = (fmt.format_io_max_line(dev, limits), f"io.max on {dev}")
+        alloc_cores = alloc.amounts.column("cpu")[name] / n
         for rel in t.cgroups:
-            out.append(DesiredCgroup(rel, t.owned, files, t.move_pids, name))
+            out.append(DesiredCgroup(rel, t.owned, files, t.move_pids, name, spec.weight, alloc_cores))
     return out

@@ -72,6 +72,8 @@ class DesiredCgroup(NamedTuple):
     files: Mapping[str, tuple[str, str]]  # file -> (value, reason)
     move_pids: tuple[int, ...] = ()
     cls: str = ""
+    class_weight: int = 100  # the policy's `weight` of the class (systemd's scale: 100 by default)
+    cpu_alloc_cores: float = 0.0  # the LP's CPU for the class (0: no demand), per matched cgroup
 
 
 _CONTROLLERS = frozenset(("cpu", "cpuset", "memory", "io", "pids"))

@@ -98,7 +98,8 @@ class MatchSpec(_Strict):
     slice: str | None = Field(default=None, pattern=UNIT_GLOB_PATTERN, description="systemd slice name")
     comm: str | None = Field(default=None, description="regex (RE2 syntax) on the process comm")
     exe: str | None = Field(default=None, description="regex (RE2 syntax) on the process executable path")
-    job: str | None = Field(default=None, max_length=255, description="aios-host job label")
+    job: str | None = Field(default=None, max_length=255,
+                            description="label of running aios-host jobs (their supervisors' records)")
 
     @field_validator("cgroup", mode="before")
     @classmethod

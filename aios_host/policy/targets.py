@@ -4,6 +4,12 @@
   limits are written on them (divided equally when several match).
 - otherwise (comm / exe / job, or nothing): the class cgroup <managed_root>/<name>, created by
   apply; processes matched by comm / exe / job label are moved into it.
+
+match.job is answered from the supervisors' own records (/run/aios-host/jobs/<key>.json, written
+by root): the ranks of every active job with that label, each checked against its recorded start
+time, and their descendants. Not from AIOS_JOB= in /proc/PID/environ, which the ranks do carry:
+any user can set an environment variable and so put a process of theirs into a protected class,
+and reading other users' environ takes CAP_DAC_READ_SEARCH, which the service does without.
 """
 
 from __future__ import annotations
@@ -11,12 +17,12 @@ from __future__ import annotations
 import fnmatch
 from dataclasses import dataclass
 
+from aios_host.errors import AiosError
 from aios_host.kernel.cgroup import Cgroup, CgroupFs
+from aios_host.kernel.procfs import read_pid_stat
 from aios_host.kernel.root import SysRoot
 from aios_host.policy.regex import compile_regex
 from aios_host.policy.schema import ClassSpec, Policy
-
-JOB_ENV = b"AIOS_JOB="
 
 
 @dataclass(frozen=True)
@@ -62,15 +68,60 @@ def _existing(fs: CgroupFs, spec: ClassSpec, all_cgroups: list[Cgroup],
     return tuple(outer)
 
 
+def job_pids(root: SysRoot, label: str) -> set[int]:
+    """The processes of the active jobs labelled `label`: their live ranks (pid and start time as
+    the supervisor recorded them) and every descendant of those."""
+    from aios_host.supervisor.state import JobStore
+
+    store = JobStore(root)
+    ranks = set()
+    try:
+        keys = store.keys()
+    except OSError:  # /run/aios-host is root's (0700): a non-root `policy diff` sees no jobs
+        return ranks
+    for key in keys:
+        try:
+            st = store.load(key)
+        except AiosError:
+            continue  # being rewritten, or another version's: the next resolution sees it
+        if not st.active or (st.label or st.name) != label:
+            continue
+        for r in st.ranks:
+            if r.pid and r.pid_start is not None:
+                stat = read_pid_stat(root, r.pid)
+                if stat is not None and stat.start_ticks == r.pid_start and stat.state not in ("Z", "X"):
+                    ranks.add(r.pid)
+    if not ranks:
+        return ranks
+    children: dict[int, list[int]] = {}
+    for entry in root.listdir("/proc"):
+        if entry.isdigit():
+            stat = read_pid_stat(root, int(entry))
+            if stat is not None:
+                children.setdefault(stat.ppid, []).append(int(entry))
+    out, todo = set(), list(ranks)
+    while todo:
+        pid = todo.pop()
+        if pid not in out:
+            out.add(pid)
+            todo.extend(children.get(pid, ()))
+    return out
+
+
 def _matching_pids(root: SysRoot, spec: ClassSpec) -> tuple[int, ...]:
     m = spec.match
     if not (m.comm or m.exe or m.job):
         return ()
     comm_re = compile_regex(m.comm) if m.comm else None
     exe_re = compile_regex(m.exe) if m.exe else None
+    of_job = job_pids(root, m.job) if m.job else None
+    if of_job is not None:
+        candidates = sorted(str(p) for p in of_job)
+    else:
+        candidates = [e for e in root.listdir("/proc") if e.isdigit()]
     pids = []
-    for entry in root.listdir("/proc"):
-        if not entry.isdigit() or entry == "1":
+    for entry in candidates:
+        if entry == "1":
             continue
         pid = int(entry)
         try:
@@ -82,10 +133,6 @@ def _matching_pids(root: SysRoot, spec: ClassSpec) -> tuple[int, ...]:
                 except Exception:  # noqa: BLE001 - kernel threads have no exe; gone pids too
                     continue
                 if not exe_re.search(exe):
-                    continue
-            if m.job:
-                env = root.path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
-                if JOB_ENV + m.job.encode() not in env:
                     continue
         except OSError:
             continue  # exited while we looked

@@ -99,6 +99,7 @@ class JobState:
     launcher: str  # "cgroup" | "systemd"
     backend: str
     cls: str
+    label: str = ""  # what a policy class's match.job names (spec.label, else the job's name)
     supervisor_start: int | None = None  # /proc/PID/stat starttime of supervisor_pid
     supervisor_unit: str | None = None  # systemd launcher: the scope the ranks are bound to
     status: str = "starting"  # starting | running | restarting | stopping | succeeded | failed | stopped

@@ -9,8 +9,11 @@
    the same comparison runs in the VM (tests/vm/test_probes_vm.py), whose headers match.
 
 Tolerances (log2 histograms, usec): event counts within 10% of each other; p50 and p90 slots
-within one log2 slot; total variation distance between the normalized histograms <= 0.15
-(the start/end of each window move a few events).
+within one log2 slot; the earth mover's distance between the normalized histograms <= 0.3 slot
+(the start/end of each window move a few events). Total variation (<= 0.15) was used before and
+failed CI once at 0.1506: in the VM (TCG, no KVM) two BPF programs on one tracepoint run one after
+the other for several usec each, which moved 14% of runqlat's waits from the 8-15 to the 16-31 usec
+slot; the earth mover's distance of that run was 0.18 slot, and a one-slot shift of everything is 1.
 Short waits are compared as one slot (below 32 usec): perf prints msec with 3 decimals (1 usec
 resolution), and perf's timestamps come from its own trace event while ours come from the BPF
 program's callback on the same tracepoint, with perf's recording work in between; in CI runs this
@@ -31,13 +34,13 @@ from tests.bpf.workloads import (
     against_runqlat,
     quantile_slot,
     runqlat_pids,
+    slot_distance,
     start_runqlat,
-    total_variation,
 )
 
 COUNT_TOLERANCE = 0.10
 SLOT_TOLERANCE = 1
-TVD_TOLERANCE = 0.15
+SLOT_DISTANCE_TOLERANCE = 0.3
 
 
 def assert_agree(ours, theirs, what):
@@ -47,7 +50,8 @@ def assert_agree(ours, theirs, what):
     assert abs(n_ours - n_theirs) <= COUNT_TOLERANCE * max(n_ours, n_theirs), detail
     for q in (0.5, 0.9):
         assert abs(quantile_slot(ours, q) - quantile_slot(theirs, q)) <= SLOT_TOLERANCE, (q, detail)
-    assert total_variation(ours, theirs) <= TVD_TOLERANCE, (total_variation(ours, theirs), detail)
+    distance = slot_distance(ours, theirs)
+    assert distance <= SLOT_DISTANCE_TOLERANCE, (distance, detail)
 
 
 @pytest.fixture(scope="module")

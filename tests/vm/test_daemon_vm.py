@@ -137,6 +137,24 @@ def test_service_is_active_and_status_says_so(service):
     assert text.startswith("aios-host: ") and "policy: /etc/aios-host/policy.toml" in text
 
 
+def _metrics(timeout_s: float = 5.0) -> str:
+    import urllib.request
+
+    with urllib.request.urlopen("http://127.0.0.1:9868/metrics", timeout=timeout_s) as r:
+        return r.read().decode()
+
+
+def test_metrics_come_through_the_socket_unit_into_a_service_without_network(service):
+    text = _metrics()
+    assert "aios_daemon_ticks_total" in text and "aios_cgroup_cpu_usage_seconds_total" in text
+    pid = main_pid()
+    # PrivateNetwork=yes: the daemon's network namespace is not the host's, and has only lo
+    assert os.readlink(f"/proc/{pid}/ns/net") != os.readlink("/proc/1/ns/net")
+    assert prop("aios-host.socket", "ActiveState") == "active"
+    assert "metrics_socket_activated" in sh("journalctl", "-u", "aios-host", "-o", "cat", "--no-pager",
+                                            "--since", service["since"]).stdout
+
+
 def test_owned_class_lives_in_the_delegated_scope(service):
     busy = CLASSES_CG / "busy"
     wait_for("class cgroup busy with its memory.max", lambda: (busy / "memory.max").exists()
@@ -258,6 +276,11 @@ def test_stop_restores_byte_exact_and_moves_workloads_back(service):
         json.loads(Path("/run/aios-host/state.json").read_text())["applies"] == []
     rc, st = status_json()
     assert rc == 3 and st["verdict"] == "not running"
+    # the socket went with the service (PartOf=): a scrape does not start a stopped daemon again
+    assert prop("aios-host.socket", "ActiveState") == "inactive"
+    with pytest.raises(OSError):
+        _metrics(2.0)
+    assert prop("aios-host.service", "ActiveState") == "inactive"
 
 
 def test_cli_apply_and_rollback_go_through_the_running_daemon(service):

@@ -70,14 +70,26 @@ def class_workloads(root):
 
 @pytest.fixture
 def matched_workloads(tmp_path):
-    """A 'vllm' process (matched by comm) and a job-labelled 'train' process, outside aios.slice."""
+    """A 'vllm' process (matched by comm), the rank of a job labelled 'train' as its supervisor
+    records it, and a process that only claims the label in its environment: all outside
+    aios.slice. The last must stay where it is (match.job reads the record, not environ)."""
+    from aios_host.supervisor.state import JobState, JobStore, RankState, pid_start
+
     vllm = tmp_path / "vllm"
     shutil.copy("/bin/sleep", vllm)
     procs = [
         _spawn([str(vllm), "1000"]),
+        _spawn(["/bin/sleep", "1000"]),
         _spawn(["/bin/sleep", "1000"], env={**os.environ, "AIOS_JOB": "train"}),
     ]
+    store = JobStore(SysRoot("/"))
+    key = f"test-match-{os.getpid()}"
+    store.save(JobState(key=key, name=key, node_rank=0, nnodes=1, nproc=1, world_size=1,
+                        supervisor_pid=os.getpid(), launcher="cgroup", backend="gloo", cls="training",
+                        label="train", status="running",
+                        ranks=[RankState(0, 0, pid=procs[1].pid, pid_start=pid_start(procs[1].pid))]))
     yield procs
+    store.remove(key)
     for p in procs:
         p.kill()
         p.wait()
@@ -147,6 +159,7 @@ def test_matching_processes_are_moved_in_and_back(root, matched_workloads):
     apply_plan(root, d.plan, "default", fs.mount)
     assert fs.cgroup_of_pid(matched_workloads[0].pid).rel == "aios.slice/inference"
     assert fs.cgroup_of_pid(matched_workloads[1].pid).rel == "aios.slice/training"
+    assert fs.cgroup_of_pid(matched_workloads[2].pid).rel == origin[matched_workloads[2].pid]
     rollback(root)
     assert {p.pid: fs.cgroup_of_pid(p.pid).rel for p in matched_workloads} == origin
     assert not fs.exists("aios.slice")

@@ -102,23 +102,48 @@ def test_aios_slice_weighs_its_classes_against_unit_matched_ones_outside(tmp_pat
         DesiredCgroup("system.slice/web.service", False, {"cpu.weight": ("10", "")}),
     ]
     out = {x.path: x.new for x in r.route(Plan(()), batch_unit).writes}
-    assert "aios.slice/cpu.weight" not in out  # 100 * 5000 / 10: capped at systemd's 100, already there
-    # no class outside: systemd's default, already there, so nothing to write
-    only_ours = [DesiredCgroup(f"{BASE}/prot", True, {"cpu.weight": ("5000", "")})]
-    assert "aios.slice/cpu.weight" not in {x.path for x in r.route(Plan(()), only_ours).writes}
+    assert out["aios.slice/cpu.weight"] == "1000"  # 100 * 5000 / 10, capped at UNIT_CPU_WEIGHT_MAX
 
 
-def test_a_unit_matched_class_never_outweighs_a_default_service(tmp_path):
-    """Its CPUWeight is scaled so that the heaviest class weighs 100: at 10000 it starved the
-    services beside it in system.slice (the daemon itself, journald)."""
+def test_aios_slice_stands_for_its_weightiest_class_that_uses_cpu(tmp_path):
+    """No class outside: aios.slice weighs what the policy gives its most important busy class, as
+    a user would give a protected unit CPUWeight=1000; systemd's 100 while no class uses CPU."""
+    r, _ = router(tmp_path)
+
+    def slice_weight(prot_cores: float, batch_cores: float) -> str | None:
+        desired = [
+            DesiredCgroup(f"{BASE}/prot", True, {"cpu.weight": ("10000", "")}, cls="prot", class_weight=1000,
+                          cpu_alloc_cores=prot_cores),
+            DesiredCgroup(f"{BASE}/batch", True, {"cpu.weight": ("1", "")}, cls="batch", class_weight=10,
+                          cpu_alloc_cores=batch_cores),
+        ]
+        return {x.path: x.new for x in r.route(Plan(()), desired).writes}.get("aios.slice/cpu.weight")
+
+    assert slice_weight(2.0, 0.0) == "1000"
+    assert slice_weight(1.0, 1.0) == "1000"
+    assert slice_weight(0.0, 2.0) == "10"  # only the batch class runs: it weighs what it is given
+    assert slice_weight(0.0, 0.0) is None  # systemd's default, already there: nothing to write
+    huge = [DesiredCgroup(f"{BASE}/x", True, {"cpu.weight": ("100", "")}, cls="x", class_weight=10000,
+                          cpu_alloc_cores=1.0)]
+    assert {x.path: x.new for x in r.route(Plan(()), huge).writes}["aios.slice/cpu.weight"] == "1000"
+
+
+def test_a_unit_matched_class_weighs_its_policy_weight_at_most(tmp_path):
+    """Its CPUWeight is the solver's scaled so that the heaviest class weighs its policy weight, at
+    most 1000: at the solver's 10000 it starved the services beside it in system.slice (the daemon
+    itself, journald); at 100 the daemon's ticks took the protected service's share."""
     r, _ = router(tmp_path)
     put(tmp_path, f"{M}/system.slice/web.service/cpu.weight", "100\n")
-    desired = [DesiredCgroup(f"{BASE}/batch", True, {"cpu.weight": ("10", "")}),
-               DesiredCgroup("system.slice/web.service", False, {"cpu.weight": ("10000", "")})]
+    desired = [DesiredCgroup(f"{BASE}/batch", True, {"cpu.weight": ("10", "")}, class_weight=10),
+               DesiredCgroup("system.slice/web.service", False, {"cpu.weight": ("10000", "")},
+                             class_weight=1000)]
     plan = Plan((w("write", f"{M}/system.slice/web.service/cpu.weight", "100", "10000", "cpu"),))
     out = {x.path: x.new for x in r.route(plan, desired).writes}
-    assert "web.service/cpu.weight" not in out  # scaled to 100: what it has already
+    assert out["web.service/cpu.weight"] == "1000"  # the heaviest: its policy weight
     plan = Plan((w("write", f"{M}/system.slice/web.service/cpu.weight", "100", "5000", "cpu"),))
     out = {x.path: x.new for x in r.route(plan, desired).writes}
-    assert out["web.service/cpu.weight"] == "50"
+    assert out["web.service/cpu.weight"] == "500"
     assert out["aios.slice/cpu.weight"] == "1"  # 100 x 10 / 10000: the ratio carried across slices
+    default = [DesiredCgroup("system.slice/web.service", False, {"cpu.weight": ("10000", "")})]
+    plan = Plan((w("write", f"{M}/system.slice/web.service/cpu.weight", "100", "10000", "cpu"),))
+    assert "web.service/cpu.weight" not in {x.path for x in r.route(plan, default).writes}  # 100: there
