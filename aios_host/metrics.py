@@ -245,19 +245,23 @@ def serve(registry: CollectorRegistry, host: str = "127.0.0.1",
 def serve_socket(registry: CollectorRegistry, sock: socket.socket) -> tuple[WSGIServer, threading.Thread]:
     """Serve `registry` on a listening socket someone else bound: systemd's, by socket activation
     (systemd/aios-host.socket). The service then needs no AF_INET of its own and runs with
-    PrivateNetwork=yes: the socket belongs to the host's network namespace, the service does not."""
+    PrivateNetwork=yes: the socket belongs to the host's network namespace, the service does not.
+    No socket is made here (TCPServer.__init__ makes one even with bind_and_activate=False, which
+    RestrictAddressFamilies=AF_UNIX refuses with EAFNOSUPPORT)."""
+    import socketserver
+
     from prometheus_client.exposition import ThreadingWSGIServer, _SilentHandler, make_wsgi_app
 
     class Server(ThreadingWSGIServer):
-        address_family = sock.family
+        def __init__(self) -> None:
+            socketserver.BaseServer.__init__(self, sock.getsockname()[:2], _SilentHandler)
+            self.socket = sock
+            self.address_family = sock.family
+            # what HTTPServer.server_bind and WSGIServer.server_bind set up after a bind()
+            self.server_name, self.server_port = str(self.server_address[0]), int(self.server_address[1])
+            self.setup_environ()
 
-    server = Server(sock.getsockname()[:2], _SilentHandler, bind_and_activate=False)
-    server.socket.close()
-    server.socket = sock
-    # what HTTPServer.server_bind and WSGIServer.server_bind would have set up after bind()
-    host, port = sock.getsockname()[:2]
-    server.server_name, server.server_port = socket.getfqdn(host), port
-    server.setup_environ()
+    server = Server()
     server.set_app(make_wsgi_app(registry))
     thread = threading.Thread(target=server.serve_forever, name="metrics", daemon=True)
     thread.start()

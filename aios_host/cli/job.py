@@ -37,7 +37,7 @@ from aios_host.table import render
 # spec key -> (flag, type). The flags are the spec's keys: a TOML key `x_y` is `--x-y`.
 _FLAG_KEYS = ("name", "nproc", "backend", "cls", "policy", "workdir", "heartbeat_timeout", "straggler_factor",
               "stop_grace", "hosts", "node_rank", "rdzv_port", "master_addr", "cpu_affinity", "launcher",
-              "label", "module", "python")
+              "label", "module", "python", "guard_notice", "guard_grace")
 _RESTART_KEYS = ("max_restarts", "backoff", "backoff_max", "jitter")
 
 
@@ -570,7 +570,12 @@ def add_parsers(sub: argparse._SubParsersAction, common: argparse.ArgumentParser
     r.add_argument("--master-addr", dest="master_addr")
     r.add_argument("--cpu-affinity", dest="cpu_affinity", choices=["numa", "cores", "none"])
     r.add_argument("--launcher", choices=["auto", "systemd", "cgroup"])
-    r.add_argument("--label", help="AIOS_JOB= of the ranks (policy match.job)")
+    r.add_argument("--label", help="what a policy class's match.job names (the supervisor records it; "
+                                   "the ranks get it as AIOS_JOB=)")
+    r.add_argument("--guard-notice", dest="guard_notice", metavar="SIGNAL",
+                   help="SIGUSR1|SIGUSR2|SIGTERM|SIGINT: the memory guard signals the ranks before a kill")
+    r.add_argument("--guard-grace", dest="guard_grace", metavar="S",
+                   help="seconds the memory guard waits after its notice (default 10)")
     r.add_argument("-m", "--module", help="run a Python module (python -m MODULE ARGS)")
     r.add_argument("--python", help="interpreter for .py commands and modules")
     r.add_argument("--detach", action="store_true", help="return at once; the supervisor runs on")

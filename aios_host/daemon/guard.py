@@ -35,6 +35,7 @@ from aios_host.daemon.memguard import (
     SenpaiLoop,
     SenpaiParams,
 )
+from aios_host.errors import AiosError
 from aios_host.kernel.cgroup import CgroupFs
 from aios_host.log import get_logger
 from aios_host.policy.plan import Write
@@ -92,6 +93,17 @@ def _some_total(text: str) -> int:
     return 0
 
 
+@dataclass(frozen=True)
+class Notice:
+    """A signal the memory guard owes a job's rank before it kills the rank's class."""
+
+    pid: int
+    signal: str  # "SIGUSR1", ...
+    grace_s: float
+    job: str
+    rank: int
+
+
 class GuardRunner:
     def __init__(self, fs: CgroupFs, policy: Policy, memory_capacity_bytes: float) -> None:
         self.fs = fs
@@ -101,6 +113,8 @@ class GuardRunner:
         self.host_clock = OomClock()
         self.held: dict[str, str] = {}  # memory.high path -> the class holding it
         self.before_tighten: dict[str, tuple[str, str]] = {}  # class -> (rel, memory.high before)
+        self.notices: list[Notice] = []  # signals for the loop to send (it knows whether it acts)
+        self._asking: dict[str, list[Notice]] = {}  # class -> the ranks that asked for a notice
         self.view = GuardView(math.inf, math.inf, None, {})
 
     def set_policy(self, policy: Policy, memory_capacity_bytes: float) -> None:
@@ -158,8 +172,12 @@ class GuardRunner:
             tto = self.clocks.setdefault(spec.name, OomClock()).update(now_s, mem.current_bytes, headroom)
             per_class[spec.name] = (self.escalation.state(spec.name), tto)
             populated = (self.fs.cgroup(rel).read_optional("cgroup.events") or "").find("populated 1") >= 0
+            grace = None
+            if self.escalation.state(spec.name) in ("freeze", "notice"):  # a kill is next: who asked?
+                asking = self._asking[spec.name] = self._ranks_asking_notice(rel)
+                grace = max((n.grace_s for n in asking), default=None)
             guard_classes.append(GuardClass(spec.name, spec.priority, spec.memory.protect, populated,
-                                            mem.current_bytes))
+                                            mem.current_bytes, grace))
             high_path = f"{self.fs.mount}/{rel}/memory.high"
             if spec.memory.high == "auto" and not populated:
                 self.senpai.pop(spec.name, None)  # an empty class: its next workload starts a new loop
@@ -195,6 +213,11 @@ class GuardRunner:
             return [w]
         if act.step == "freeze":
             return [self._write(rel, "cgroup.freeze", "1", reason)]
+        if act.step == "notice":
+            # thawed, so that the ranks can take the signal and checkpoint (memory.high stays
+            # tightened: they cannot grow much while they do); the kill follows their grace
+            self.notices.extend(self._asking.get(act.cls, ()))
+            return [self._write(rel, "cgroup.freeze", "0", reason)]
         if act.step == "kill":
             self._record_kill(rel, act)
             return [self._write(rel, "cgroup.kill", "1", reason)]
@@ -218,6 +241,47 @@ class GuardRunner:
         old = None if file == "cgroup.kill" else self.fs.root.read_optional(path)
         return Write("write", path, None if old is None else old.strip(), value, reason, "memory", True)
 
+    def take_notices(self) -> list[Notice]:
+        out, self.notices = self.notices, []
+        return out
+
+    def _ranks_asking_notice(self, rel: str) -> list[Notice]:
+        """The ranks in the cgroup's subtree whose job asked for a notice before a kill (the spec's
+        guard_notice), from the supervisors' records: pid and start time, as match.job reads them."""
+        from aios_host.kernel.procfs import read_pid_stat
+        from aios_host.supervisor.state import JobStore
+
+        inside = set(self._pids_below(rel))
+        store = JobStore(self.fs.root)
+        out = []
+        try:
+            keys = store.keys()
+        except OSError:
+            return []
+        for key in keys:
+            try:
+                st = store.load(key)
+            except AiosError:
+                continue
+            if not st.active or not st.guard_notice:
+                continue
+            for r in st.ranks:
+                stat = read_pid_stat(self.fs.root, r.pid) if r.pid in inside and r.pid else None
+                if stat is not None and stat.start_ticks == r.pid_start:
+                    out.append(Notice(r.pid, st.guard_notice, st.guard_grace_s, st.key, r.rank))
+        return out
+
+    def _pids_below(self, rel: str) -> list[int]:
+        """Every process in the cgroup's subtree, just before the kill: a job rank that the daemon
+        moved there (match.job) is known to its supervisor by pid, not by this cgroup."""
+        pids: set[int] = set()
+        try:
+            for cg in self.fs.walk(rel):
+                pids.update(int(p) for p in (cg.read_optional("cgroup.procs") or "").split() if p.isdigit())
+        except AiosError:
+            pass  # gone already: the kill write will say so
+        return sorted(pids)
+
     def _record_kill(self, rel: str, act: Action) -> None:
         """For supervisors: which cgroup the guard killed, when and why (the newest KILLS_KEPT)."""
         root = self.fs.root
@@ -226,7 +290,8 @@ class GuardRunner:
         except ValueError:
             kills = []
         kills = [k for k in kills if isinstance(k, dict)][-(KILLS_KEPT - 1):]
-        kills.append({"cgroup": "/" + rel, "at_unix": time.time(), "class": act.cls, "reason": act.reason})
+        kills.append({"cgroup": "/" + rel, "at_unix": time.time(), "class": act.cls, "reason": act.reason,
+                      "pids": self._pids_below(rel)})
         path = Path(root.path(KILLS_FILE))
         try:
             path.parent.mkdir(parents=True, exist_ok=True)

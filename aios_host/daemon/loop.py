@@ -360,6 +360,21 @@ class Daemon:
             if act:  # an escalation step: a warning of its own, besides the write's event
                 log.warning("memory_guard", step=step, cgroup=w.path, old=w.old, new=w.new, reason=w.reason)
             self._write(w, "memory_guard")
+        self._send_notices(acting)
+
+    def _send_notices(self, acting: bool) -> None:
+        """The pre-kill notices of jobs that asked (guard_notice): the signal to each rank."""
+        for n in self.guard.take_notices():
+            if not acting:
+                log.info("memory_guard_notice_would", job=n.job, rank=n.rank, pid=n.pid, signal=n.signal,
+                         grace_s=n.grace_s)
+                continue
+            try:
+                os.kill(n.pid, signal.Signals[n.signal])
+                log.warning("memory_guard_notice", job=n.job, rank=n.rank, pid=n.pid, signal=n.signal,
+                            grace_s=n.grace_s)
+            except OSError as exc:
+                log.warning("memory_guard_notice_failed", job=n.job, rank=n.rank, pid=n.pid, error=str(exc))
 
     def _act(self, plan: Plan, decision: Decision, now: float) -> None:
         held_by_guard = self.guard.held_paths()

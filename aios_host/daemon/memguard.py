@@ -131,12 +131,15 @@ class GuardClass:
     protected: bool
     populated: bool
     current_bytes: int
+    # A job in the class asked for a notice before the kill (its spec's guard_notice): the kill
+    # waits this long after the notice. None: no notice, the kill follows the freeze.
+    notice_grace_s: float | None = None
 
 
 @dataclass(frozen=True)
 class Action:
     cls: str
-    step: str  # "tighten" | "freeze" | "kill" | "thaw" | "release"
+    step: str  # "tighten" | "freeze" | "notice" | "kill" | "thaw" | "release"
     reason: str
     value: int | None = None  # tighten: the memory.high written
 
@@ -149,6 +152,7 @@ class Escalation:
     params: GuardParams
     level: dict[str, int] = field(default_factory=dict)  # class -> index into STEPS done
     last_step_at: dict[str, float] = field(default_factory=dict)
+    noticed_at: dict[str, float] = field(default_factory=dict)  # class -> when its jobs were told
     safe_since: float | None = None
     in_danger: bool = False
 
@@ -182,6 +186,14 @@ class Escalation:
             if done >= 0 and now_s - self.last_step_at.get(c.name, -math.inf) < self.params.step_s:
                 continue
             step = STEPS[done + 1]
+            if step == "kill" and c.notice_grace_s is not None:
+                at = self.noticed_at.get(c.name)
+                if at is None:  # tell the jobs first; the kill comes after their grace
+                    self.noticed_at[c.name] = now_s
+                    out.append(Action(c.name, "notice", why, None))
+                    continue
+                if now_s - at < c.notice_grace_s:
+                    continue
             self.level[c.name] = done + 1
             self.last_step_at[c.name] = now_s
             out.append(Action(c.name, step, why, c.current_bytes // PAGE * PAGE if step == "tighten" else None))
@@ -211,8 +223,11 @@ class Escalation:
             out.append(Action(name, "release", "the policy's memory.high again"))
         self.level.clear()
         self.last_step_at.clear()
+        self.noticed_at.clear()
         return out
 
     def state(self, name: str) -> str:
         done = self.level.get(name, -1)
+        if name in self.noticed_at and done < STEPS.index("kill"):
+            return "notice"
         return STEPS[done] if done >= 0 else "ok"

@@ -151,8 +151,9 @@ def classify(
 GUARD_KILLS = "/run/aios-host/guard-kills.json"  # written by the daemon (daemon/guard.py)
 
 
-def guard_kill_of(root: Any, cgroup: str, since_unix: float) -> str | None:
-    """The memory guard's record of a kill of `cgroup` or an ancestor since `since_unix`, as the
+def guard_kill_of(root: Any, cgroup: str, since_unix: float, pid: int | None = None) -> str | None:
+    """The memory guard's record of a kill of `cgroup` or an ancestor since `since_unix`, or of a
+    cgroup that held `pid` (a rank the daemon moved into a class cgroup by match.job), as the
     detail of the cause ("memory guard killed /aios.slice/batch: available 300 MiB < 512 MiB")."""
     import json
 
@@ -164,7 +165,9 @@ def guard_kill_of(root: Any, cgroup: str, since_unix: float) -> str | None:
         if not isinstance(k, dict):
             continue
         cg, at = str(k.get("cgroup", "")), k.get("at_unix", 0)
-        if isinstance(at, int | float) and at >= since_unix and (cgroup == cg or cgroup.startswith(cg + "/")):
+        pids = k.get("pids")
+        held = pid is not None and isinstance(pids, list) and pid in pids
+        if isinstance(at, int | float) and at >= since_unix and (held or cgroup == cg or cgroup.startswith(cg + "/")):
             return f"memory guard killed {cg}: {k.get('reason', '')}"
     return None
 

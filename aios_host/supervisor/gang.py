@@ -273,6 +273,7 @@ class Supervisor:
                 nproc=spec.nproc, world_size=spec.world_size, supervisor_pid=os.getpid(),
                 supervisor_start=pid_start(os.getpid()), supervisor_unit=str(where.get("scope") or "") or None,
                 launcher=kind, backend=backend, cls=spec.cls, label=spec.label or spec.name,
+                guard_notice=spec.guard_notice, guard_grace_s=spec.guard_grace,
                 max_restarts=spec.restart.max_restarts,
                 stop_grace=spec.stop_grace,
                 master_addr=master_addr, cgroup=str(where.get("cgroup") or "") or None,
@@ -573,9 +574,10 @@ class Supervisor:
     def _guard_kill(self, p: RankProc) -> str | None:
         """Whether aios-host's memory guard killed a cgroup this rank was in since the job started
         (the daemon records each kill in guard-kills.json): the cause to name, or None."""
-        if p.cgroup is None or self.state is None:
+        if self.state is None:
             return None
-        return guard_kill_of(self.root, "/" + p.cgroup.rel, self.state.started_unix)
+        return guard_kill_of(self.root, "/" + p.cgroup.rel if p.cgroup is not None else "", self.state.started_unix,
+                             pid=p.pid)
 
     def _hang(self, procs: list[RankProc], h: Any) -> Cause:
         st = self.state

@@ -118,8 +118,11 @@ FIXES: dict[str, str] = {
     "node_rank": "node_rank = 1 (this host's index in hosts; default: found from local addresses)",
     "cpu_affinity": 'cpu_affinity = "numa" | "cores" | "none"',
     "launcher": 'launcher = "auto" | "systemd" | "cgroup"',
-    "label": 'label = "train" (AIOS_JOB= of every rank: what a policy class match.job names)',
+    "label": 'label = "train" (what a policy class match.job names, from the supervisor\'s record; '
+             'AIOS_JOB= of every rank)',
     "master_addr": 'master_addr = "10.0.0.1" (default: hosts[0], or 127.0.0.1 on one host)',
+    "guard_notice": 'guard_notice = "SIGUSR1" (the memory guard signals the ranks before it kills their class)',
+    "guard_grace": 'guard_grace = "10s" (how long the memory guard waits after its notice; at most 8760h)',
 }
 
 
@@ -160,6 +163,10 @@ class JobSpec(_Strict):
     cpu_affinity: Literal["numa", "cores", "none"] = "numa"
     launcher: Literal["auto", "systemd", "cgroup"] = "auto"
     label: str | None = Field(default=None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+    # The memory guard's pre-kill notice: before it kills the class this job's ranks are in, the
+    # daemon thaws it, sends this signal to every rank and waits guard_grace (to checkpoint).
+    guard_notice: Literal["SIGUSR1", "SIGUSR2", "SIGTERM", "SIGINT"] | None = None
+    guard_grace: Duration = Field(default=10.0, description="the memory guard's wait after its notice")
 
     @field_validator("command", mode="before")
     @classmethod

@@ -100,6 +100,8 @@ class JobState:
     backend: str
     cls: str
     label: str = ""  # what a policy class's match.job names (spec.label, else the job's name)
+    guard_notice: str | None = None  # the memory guard's pre-kill signal to the ranks (spec)
+    guard_grace_s: float = 10.0
     supervisor_start: int | None = None  # /proc/PID/stat starttime of supervisor_pid
     supervisor_unit: str | None = None  # systemd launcher: the scope the ranks are bound to
     status: str = "starting"  # starting | running | restarting | stopping | succeeded | failed | stopped

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import subprocess
 import sys
@@ -29,47 +28,10 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
-PROT = r"""
-import sys, time
-blob = bytearray(300 << 20)
-rounds, out, t0 = 0, sys.argv[1], time.monotonic()
-while True:
-    for i in range(0, len(blob), 4096 * 16):
-        blob[i] = (blob[i] + 1) & 0xFF
-    rounds += 1
-    with open(out, "a") as f:
-        f.write(f"{time.monotonic():.3f} {rounds}\n")
-"""
-HOG = r"""
-import time
-hold = []
-while True:
-    hold.append(bytearray(32 << 20))
-    time.sleep(0.1)
-"""
-POLICY = """
-description = "memory squeeze bench"
-[host]
-reserve_cores = 0
-reserve_memory = 0
-[memory_guard]
-enabled = true
-danger_available = "600M"
-safe_available = "900M"
-danger_seconds = 4
-step_seconds = 2
-thaw_seconds = 5
-[[class]]
-name = "prot"
-match.comm = "^memprot$"
-priority = 10
-memory.protect = true
-memory.low = "400M"
-[[class]]
-name = "batch"
-match.comm = "^memhog$"
-priority = 0
-"""
+sys.path.insert(0, str(REPO))
+from tests.vm import squeeze  # noqa: E402 - the workloads and policy the VM test uses too
+
+POLICY = squeeze.policy("memory squeeze bench")
 
 
 def sh(*argv: str, check: bool = False, timeout: float = 300) -> subprocess.CompletedProcess[str]:
@@ -79,37 +41,24 @@ def sh(*argv: str, check: bool = False, timeout: float = 300) -> subprocess.Comp
     return out
 
 
-def exe(name: str) -> str:
-    dst = Path("/tmp") / name
-    if not dst.exists():
-        os.symlink(os.path.realpath("/usr/bin/python3"), dst)
-    return str(dst)
-
-
 def unit_pid(unit: str) -> int:
     out = sh("systemctl", "show", unit, "--property=MainPID", "--value").stdout.strip()
     return int(out or 0)
-
-
-def rate(path: Path, t_from: float, t_to: float) -> float | None:
-    rows = [line.split() for line in path.read_text().splitlines()] if path.exists() else []
-    pts = [(float(t), int(r)) for t, r in rows if t_from <= float(t) <= t_to]
-    if len(pts) < 2:
-        return None
-    return (pts[-1][1] - pts[0][1]) / (pts[-1][0] - pts[0][0])
 
 
 def one_run(way: str, i: int) -> dict:
     rfile = Path(f"/tmp/prot-{way}-{i}.rate")
     rfile.unlink(missing_ok=True)
     sh("systemctl", "reset-failed", check=False)
-    sh("systemd-run", f"--unit=memprot-{way}-{i}", "--slice=prot.slice", exe("memprot"), "-c", PROT, str(rfile),
+    sh("systemd-run", f"--unit=memprot-{way}-{i}", "--slice=prot.slice", squeeze.exe("memprot"), "-c",
+       squeeze.PROT, str(rfile),
        check=True)
     time.sleep(7)  # settle (aios-host: its 5 s rescan moves it into its class)
     since = time.strftime("%Y-%m-%d %H:%M:%S")
     t_solo_end = time.monotonic()
     t0, t0_unix = time.monotonic(), time.time()
-    sh("systemd-run", f"--unit=memhog-{way}-{i}", "--slice=batch.slice", exe("memhog"), "-c", HOG, check=True)
+    sh("systemd-run", f"--unit=memhog-{way}-{i}", "--slice=batch.slice", squeeze.exe("memhog"), "-c",
+       squeeze.HOG, "32", check=True)
     hog, prot = f"memhog-{way}-{i}.service", f"memprot-{way}-{i}.service"
     while time.monotonic() - t0 < 90:
         if unit_pid(hog) == 0 or unit_pid(prot) == 0:
@@ -120,7 +69,8 @@ def one_run(way: str, i: int) -> dict:
     prot_alive, hog_alive = unit_pid(prot) != 0, unit_pid(hog) != 0
     res = {"way": way, "run": i, "prot_survived": prot_alive, "hog_killed": not hog_alive,
            "squeeze_s": round(t_end - t0, 2),
-           "prot_rate_solo": rate(rfile, t_solo_end - 5, t_solo_end), "prot_rate_squeeze": rate(rfile, t0, t_end)}
+           "prot_rate_solo": squeeze.rate(rfile, t_solo_end - 5, t_solo_end),
+           "prot_rate_squeeze": squeeze.rate(rfile, t0, t_end)}
     kern = sh("journalctl", "-k", "--since", since, "-o", "json", "--no-pager").stdout
     kills = [json.loads(x) for x in kern.splitlines() if x.startswith("{") and "Killed process" in x]
     firsts = [int(k["__REALTIME_TIMESTAMP"]) / 1e6 for k in kills]
@@ -131,11 +81,9 @@ def one_run(way: str, i: int) -> dict:
         firsts += [int(a["__REALTIME_TIMESTAMP"]) / 1e6 for a in acts]
         res["oomd_actions"] = [a.get("MESSAGE", "")[:160] for a in acts]
     if way == "aios-host":
-        j = sh("journalctl", "-u", "aios-host", "AIOS_EVENT=memory_guard", "--since", since, "-o", "json",
-               "--no-pager").stdout
-        acts = [json.loads(x) for x in j.splitlines() if x.startswith("{")]
+        acts = squeeze.guard_events(since)
         firsts += [int(a["__REALTIME_TIMESTAMP"]) / 1e6 for a in acts]
-        res["guard_steps"] = [(a.get("STEP"), a.get("CGROUP", "").rsplit("/", 2)[-2]) for a in acts]
+        res["guard_steps"] = squeeze.steps_of(acts)
     res["first_action_s"] = round(min(firsts) - t0_unix, 2) if firsts else None
     sh("systemctl", "stop", hog, prot)
     time.sleep(2)

@@ -41,14 +41,23 @@ def _get(port: int, timeout_s: float = 30.0) -> str:
             time.sleep(0.2)
 
 
-def test_serve_socket_serves_a_socket_bound_elsewhere() -> None:
+def test_serve_socket_serves_a_socket_bound_elsewhere(monkeypatch: pytest.MonkeyPatch) -> None:
+    """... and makes no socket of its own: under the unit's RestrictAddressFamilies=AF_UNIX an
+    AF_INET socket() fails with EAFNOSUPPORT (the service did not start once for it)."""
+    import socketserver
+
+    def no_socket(*_a: object, **_k: object) -> None:
+        raise OSError(97, "Address family not supported by protocol")
+
     reg = CollectorRegistry()
     Gauge("aios_test_value", "a test gauge", registry=reg).set(7)
     s = socket.socket()
     s.bind(("127.0.0.1", 0))
     s.listen(16)
     port = s.getsockname()[1]
+    monkeypatch.setattr(socketserver.socket, "socket", no_socket)
     server, thread = metrics.serve_socket(reg, s)
+    monkeypatch.undo()
     try:
         assert "aios_test_value 7.0" in _get(port)
     finally:

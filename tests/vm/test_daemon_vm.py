@@ -115,6 +115,8 @@ def service():
         sh("systemctl", "enable", "--now", "aios-host.service", timeout=300)  # Type=notify: returns at READY=1
     except AssertionError as exc:
         log = sh("journalctl", "-u", "aios-host", "-o", "cat", "--no-pager", check=False).stdout
+        # the hogs must not outlive a failed start: they would skew every later test of the suite
+        sh("systemctl", "stop", WEB_UNIT, HOG_UNIT, check=False)
         raise AssertionError(f"{exc}\n--- journalctl -u aios-host ---\n{log[-6000:]}") from None
     yield {"since": since, "web_before": web_before, "props_before": props_before, "hog_cg": hog_cg,
            "hog_pids_before": hog_pids_before}

@@ -74,6 +74,8 @@ def test_senpai_owns_an_auto_class_and_the_escalation_goes_in_order(tmp_path):
     assert int(root.path(f"{CG}/cache/memory.high").read_text()) < 1000 * MIB
     assert root.path(f"{CG}/batch/cgroup.freeze").read_text().strip() == "0"
 
+    put(root.root, f"{CG}/batch/cgroup.procs", "4242\n")
+    put(root.root, f"{CG}/batch/rank-1/cgroup.procs", "4343\n")  # the subtree's processes count too
     meminfo(root, 300)  # danger: below 512M available
     steps = []
     for _ in range(8):
@@ -90,6 +92,7 @@ def test_senpai_owns_an_auto_class_and_the_escalation_goes_in_order(tmp_path):
     assert states["batch"] == "kill" and states["prot"] == "ok" and d.view.memory_guard.startswith("danger")
     kills = json.loads(root.path("/run/aios-host/guard-kills.json").read_text())
     assert kills[-1]["cgroup"].endswith("/batch") and kills[-1]["class"] == "batch"
+    assert kills[-1]["pids"] == [4242, 4343]  # for supervisors of ranks moved in by match.job
 
     meminfo(root, 6000)  # safe again: thaw after thaw_seconds
     run_ticks(d, clock, 6)
@@ -132,3 +135,59 @@ def test_dry_run_logs_what_the_guard_would_do_and_writes_nothing(tmp_path):
     run_ticks(d, clock, 8)
     assert root.path(f"{CG}/batch/cgroup.freeze").read_text().strip() == "0"
     assert root.path(f"{CG}/batch/memory.high").read_text().strip() == "max"
+
+
+def test_a_job_that_asked_for_a_notice_is_thawed_signalled_and_killed_after_its_grace(tmp_path):
+    """The rank is a real process (its SIGUSR1 handler writes a checkpoint file); the fake host's
+    records say it is rank 0 of a job with guard_notice = "SIGUSR1" and a grace of 3 s, inside
+    the batch class."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from aios_host.supervisor.state import JOBS_RUN_DIR, VERSION
+
+    ckpt = tmp_path / "ckpt"
+    rank = subprocess.Popen([sys.executable, "-c",
+                             "import signal, sys, time\n"
+                             f"signal.signal(signal.SIGUSR1, lambda *_: open({str(ckpt)!r}, 'w').write('saved'))\n"
+                             "print('ready', flush=True)\n"
+                             "while True: time.sleep(0.05)\n"], stdout=subprocess.PIPE, text=True)
+    try:
+        assert rank.stdout.readline().strip() == "ready"
+        root, tmp = setup(tmp_path)
+        clock = Clock()
+        d = make((root, tmp), clock, hold_ticks=1, cooldown_s=0)
+        run_ticks(d, clock, 2)
+        for cls, cur in (("prot", 800 * MIB), ("cache", 1000 * MIB), ("batch", 2000 * MIB)):
+            class_mem(root, cls, cur)
+        put(root.root, f"{CG}/batch/cgroup.procs", f"{rank.pid}\n")
+        stat = " ".join(["S", "1"] + ["0"] * 17 + ["777"] + ["0"] * 10)
+        put(root.root, f"/proc/{rank.pid}/stat", f"{rank.pid} (python) {stat}\n")
+        put(root.root, f"{JOBS_RUN_DIR}/ckptjob.json", json.dumps({
+            "version": VERSION, "key": "ckptjob", "name": "ckptjob", "node_rank": 0, "nnodes": 1, "nproc": 1,
+            "world_size": 1, "supervisor_pid": 1, "launcher": "systemd", "backend": "gloo", "cls": "batch",
+            "status": "running", "guard_notice": "SIGUSR1", "guard_grace_s": 3.0,
+            "ranks": [{"rank": 0, "local_rank": 0, "pid": rank.pid, "pid_start": 777}]}))
+        meminfo(root, 300)  # danger
+        seen = []
+        for _ in range(9):
+            run_ticks(d, clock, 1)
+            seen.append((root.path(f"{CG}/batch/cgroup.freeze").read_text().strip(),
+                         root.path(f"{CG}/batch/cgroup.kill").read_text().strip(),
+                         {c.name: c.memory_guard for c in d.view.classes}["batch"]))
+        states = [s for _, _, s in seen]
+        assert states.index("freeze") < states.index("notice") < states.index("kill"), seen
+        at_notice = seen[states.index("notice")]
+        assert at_notice[:2] == ("0", ""), seen  # thawed to take the signal, not yet killed
+        deadline = time.monotonic() + 5
+        while not ckpt.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert ckpt.read_text() == "saved"  # the real process got SIGUSR1
+        # the kill came 3 ticks (the grace, 1 s a tick) after the notice
+        assert states.index("kill") - states.index("notice") == 3, seen
+        assert seen[-1][1] == "1"
+    finally:
+        rank.send_signal(signal.SIGKILL)
+        rank.wait()

@@ -102,3 +102,31 @@ def test_protected_classes_are_never_acted_on():
     only_protected = [GuardClass("prot", 0, True, True, 4 << 30)]
     for t in range(10):
         assert e.step(t, 0, 0.0, only_protected) == []
+
+
+def test_a_job_that_asked_for_a_notice_gets_it_and_its_grace_before_the_kill():
+    e = Escalation(GuardParams(danger_available_bytes=200 * MIB, safe_available_bytes=400 * MIB, step_s=1,
+                               thaw_s=5))
+    prot, web = _classes()[:2]
+    batch = GuardClass("batch", 0, False, True, 1000 * MIB, notice_grace_s=5.0)
+    steps = []
+    for t in range(0, 8):  # (at 8 the next tier, web, would be tightened: batch is done)
+        steps += [(t, a.cls, a.step) for a in e.step(t, 100 * MIB, 3.0, [prot, web, batch])]
+        if t == 2:
+            assert e.state("batch") == "notice"
+    # tighten, freeze, then the notice where the kill was due, and the kill after the grace of 5 s
+    assert steps == [(0, "batch", "tighten"), (1, "batch", "freeze"), (2, "batch", "notice"), (7, "batch", "kill")]
+    assert e.state("batch") == "kill"
+
+
+def test_the_danger_passing_during_the_grace_spares_the_job():
+    e = Escalation(GuardParams(danger_available_bytes=200 * MIB, safe_available_bytes=400 * MIB, step_s=1,
+                               thaw_s=2))
+    batch = GuardClass("batch", 0, False, True, 1000 * MIB, notice_grace_s=30.0)
+    for t in range(0, 3):
+        e.step(t, 100 * MIB, 3.0, [batch])
+    assert e.state("batch") == "notice"
+    e.step(3, 800 * MIB, math.inf, [batch])
+    back = e.step(6, 800 * MIB, math.inf, [batch])
+    assert {a.step for a in back} == {"thaw", "release"} and e.state("batch") == "ok"
+    assert not [a for t in range(7, 12) for a in e.step(t, 800 * MIB, math.inf, [batch])]  # no kill later

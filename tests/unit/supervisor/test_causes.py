@@ -78,12 +78,16 @@ def test_a_rank_killed_by_the_memory_guard_names_it(tmp_path):
     path = root.path(GUARD_KILLS)
     path.parent.mkdir(parents=True)
     path.write_text(json.dumps([{"cgroup": "/aios.slice/batch", "at_unix": 1000.0, "class": "batch",
-                                 "reason": "available 300 MiB < 512 MiB"}]))
+                                 "reason": "available 300 MiB < 512 MiB", "pids": [4242, 4343]}]))
     rank_cg = "/aios.slice/batch/aios-jobs.slice/j/rank-1"
     why = guard_kill_of(root, rank_cg, since_unix=900.0)
     assert why is not None and "/aios.slice/batch" in why
     assert guard_kill_of(root, rank_cg, since_unix=1100.0) is None  # a kill before this job started
     assert guard_kill_of(root, "/aios.slice/batchy/rank-0", since_unix=0) is None  # not an ancestor
+    # a rank the daemon had moved into the class (match.job): known by its pid, not its unit's cgroup
+    moved = guard_kill_of(root, "/aios.slice/aios-jobs.slice/rank-1.service", since_unix=900.0, pid=4343)
+    assert moved is not None and "/aios.slice/batch" in moved
+    assert guard_kill_of(root, "/aios.slice/aios-jobs.slice/rank-1.service", since_unix=900.0, pid=99) is None
     cause = classify(1, ExitStatus(False, sig.SIGKILL), guard_kill=why)
     assert cause.kind is CauseKind.MEMORY_GUARD and cause.exit_code == 137
     assert "memory guard" in cause.describe()
