@@ -10,7 +10,7 @@ KREL        := $(shell uname -r)
 # toolchain, and workload/benchmark tools.
 APT_PACKAGES := python3-bpfcc bpfcc-tools python3-systemd python3-venv python3-pip \
                 linux-headers-amd64 qemu-system-x86 qemu-utils debootstrap e2fsprogs \
-                stress-ng linux-perf procps iproute2 prometheus
+                stress-ng linux-perf procps iproute2 prometheus tmux htop
 SETUP_STAMP := $(VENV)/.aios-setup-stamp
 
 .PHONY: help setup apt venv headers tracefs test test-tiers unit bpf-test vm-test vm-build run bench lint clean
@@ -58,7 +58,7 @@ $(VENV)/bin/python:
 	/usr/bin/python3 -m venv --system-site-packages $(VENV)
 
 $(SETUP_STAMP): pyproject.toml | $(VENV)/bin/python
-	$(PY) -m pip install -q -e '.[dev,jobs]'
+	$(PY) -m pip install -q -e '.[dev,jobs,tui]'
 	$(PY) -c "import bcc, aios_host" 
 	touch $@
 
