@@ -6,6 +6,7 @@ import argparse
 from dataclasses import asdict
 
 from aios_host.cli import base as cli_base
+from aios_host.energy.status import gather_energy_status
 from aios_host.kernel.cgroup import CgroupFs, sample
 from aios_host.kernel.features import Features, Status, detect_features
 from aios_host.kernel.inventory import read_inventory
@@ -20,6 +21,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     root = SysRoot(args.root)
     features: Features = detect_features(root)
     inv = read_inventory(root)
+    energy = gather_energy_status(root, interval_s=0)  # settings and owners only: no measuring window
     if args.json:
         print_json(
             {
@@ -32,6 +34,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
                     "memory_total_bytes": inv.memory_total_bytes,
                     "gpus": [asdict(g) for g in inv.gpus],
                 },
+                "energy": energy.to_dict(),
             }
         )
     else:
@@ -42,6 +45,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
             f"{' (SMT)' if inv.smt else ''}, {len(inv.numa_nodes)} NUMA node(s), "
             f"{inv.memory_total_bytes / 2**30:.1f} GiB, {len(inv.gpus)} NVIDIA GPU(s)"
         )
+        print("energy:\n" + "\n".join(f"  {line}" for line in energy.summary_lines()))
         print(
             "minimum (cgroup v2 mount): "
             + ("present" if features.minimum_met else "MISSING - aios-host cannot run here")

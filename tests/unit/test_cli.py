@@ -51,7 +51,8 @@ ROOT_COMMANDS = [
     ["policy", "explain", "p.toml"], ["policy", "apply", "p.toml"], ["policy", "rollback"], ["policy", "schema"],
     ["probe", "list"], ["probe", "run"], ["probe", "stats"], ["daemon"], ["status"],
     ["job", "run", "x.toml"], ["job", "ls"], ["job", "status", "x"], ["job", "stop", "x"], ["job", "logs", "x"],
-    ["bench", "allreduce"],
+    ["bench", "allreduce"], ["top"],
+    ["energy", "status"],
 ]
 
 
@@ -71,7 +72,7 @@ def _root_commands():
 
 
 def test_root_commands_lists_every_command_with_root():
-    listed = {tuple(c[:2]) if c[0] in ("policy", "probe", "job", "bench") else (c[0],) for c in ROOT_COMMANDS}
+    listed = {tuple(c[:2]) if c[0] in ("policy", "probe", "job", "bench", "energy") else (c[0],) for c in ROOT_COMMANDS}
     assert set(map(tuple, _root_commands())) == listed
 
 

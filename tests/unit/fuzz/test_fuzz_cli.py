@@ -26,6 +26,7 @@ FLAGS = [
     (["probe", "run"], "--duration", "duration", (0.01, 365 * 86400)),
     (["probe", "stats"], "--duration", "duration", (0.01, 365 * 86400)),
     (["status"], "--timeout", "timeout", (0.1, 3600)),
+    (["energy", "status"], "--interval", "interval", (0, 60)),
 ]
 VALUES = st.one_of(
     st.sampled_from([str(v) for kind in ("size", "cores", "int") for v in EDGE_VALUES[kind]]),
