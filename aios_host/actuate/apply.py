@@ -22,7 +22,7 @@ from aios_host.errors import AiosError, KernelError
 from aios_host.kernel import systemd
 from aios_host.kernel.root import SysRoot
 from aios_host.log import get_logger
-from aios_host.policy.plan import Plan, Write
+from aios_host.policy.plan import ENERGY_OPS, Plan, Write
 
 log = get_logger("aios_host.actuate")
 
@@ -79,7 +79,11 @@ def _unit_of(bus: UnitSetter | None, w: Write) -> tuple[UnitSetter, str, str]:
 
 
 def do_write(root: SysRoot, w: Write, bus: UnitSetter | None = None) -> None:
-    if w.op == "mkdir":
+    if w.op in ENERGY_OPS:
+        from aios_host.energy.plan import set_value
+
+        set_value(root, w.op, w.path, w.new)
+    elif w.op == "mkdir":
         root.mkdir(w.path)
     elif w.op == "unit":
         setter, unit, file = _unit_of(bus, w)
@@ -92,7 +96,12 @@ def do_write(root: SysRoot, w: Write, bus: UnitSetter | None = None) -> None:
 def _undo(root: SysRoot, w: Write, bus: UnitSetter | None = None) -> None:
     """Reverse one write. Gone things (a removed cgroup, an exited pid) are not errors here."""
     try:
-        if w.op == "mkdir":
+        if w.op in ENERGY_OPS:
+            if w.old is not None:
+                from aios_host.energy.plan import set_value
+
+                set_value(root, w.op, w.path, w.old)
+        elif w.op == "mkdir":
             root.rmdir(w.path)
         elif w.op == "unit":
             if w.old is not None:
@@ -139,11 +148,12 @@ def _apply_locked(root: SysRoot, plan: Plan, policy_name: str, store: StateStore
     for w in plan.writes:
         try:
             do_write(root, w)
-        except KernelError as exc:
+        except AiosError as exc:  # a KernelError (errno), or an energy writer's refusal (KnobRefused)
             failures = undo_all(root, done)
             rec.status = "undone"
             store.save(records)
-            log.error("policy_apply_failed", path=w.path, errno=exc.errno_name, undone=len(done))
+            log.error("policy_apply_failed", path=w.path, errno=getattr(exc, "errno_name", None),
+                      error=str(exc), undone=len(done))
             tail = f"; undo failed for {len(failures)}: {failures[0]}" if failures else ""
             raise ApplyError(f"{exc}; all {len(done)} earlier writes were undone{tail}") from None
         done.append(w)

@@ -58,11 +58,17 @@ def _print_plan(plan: Plan) -> None:
               "(controller missing from its cgroup v2 tree)")
 
 
+def _print_energy_notes(d: Decision) -> None:
+    for note in d.energy_notes:
+        print(f"energy: {note}")
+
+
 def _plan_json(d: Decision, applied: bool | None = None) -> dict[str, Any]:
     out: dict[str, Any] = {
         "policy": str(d.policy.description or ""),
         "writes": [w.to_dict() for w in d.plan.writes],
         "unavailable": len(d.plan.unavailable),
+        "energy_notes": list(d.energy_notes),
     }
     if applied is not None:
         out["applied"] = applied
@@ -101,6 +107,7 @@ def cmd_diff(args: argparse.Namespace) -> int:
         print_json(_plan_json(d))
     else:
         _print_plan(d.plan)
+        _print_energy_notes(d)
     return 0
 
 
@@ -135,6 +142,7 @@ def cmd_apply(args: argparse.Namespace) -> int:
             print_json(_plan_json(d, applied=False))
         else:
             _print_plan(d.plan)
+            _print_energy_notes(d)
         return 0
     refuse_unavailable(d.plan, fs.mount)
     rec = apply_plan(fs.root, d.plan, str(args.file), fs.mount)
@@ -201,6 +209,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
             "bindings": [b._asdict() for b in d.allocation.bindings],
             "exclusive_cpus": {k: list(v) for k, v in d.cores.cpus.items()},
             "explanation": explain.sentences(d),
+            "energy_notes": list(d.energy_notes),
         })
         return 0
     cap = d.capacity
@@ -212,6 +221,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
         print(f"{name}: exclusive cpus {','.join(map(str, cpus))}")
     for line in explain.sentences(d):
         print("- " + line)
+    _print_energy_notes(d)
     return 0
 
 

@@ -146,6 +146,7 @@ class Daemon:
         self._last_writes: tuple[dict[str, Any], ...] = ()
         self._last_decision_unix: float | None = None
         self._drift: tuple[dict[str, str], ...] = ()
+        self._said_energy: set[str] = set()
         self._last_error: str | None = None
         self._unavailable = 0
         self._status_line = ""
@@ -295,6 +296,10 @@ class Daemon:
             return
         decision = decide(self.policy_effective, self.fs, self.inv, self.targets, usage)
         self._decision = decision
+        for note in decision.energy_notes:  # once each: the host will not change under us
+            if note not in self._said_energy:
+                self._said_energy.add(note)
+                log.warning("energy_not_applied", note=note)
         self._decided_usage, self._decided_at = usage, now
         plan = self.router.route(decision.plan, decision.desired)
         self._act(plan, decision, now)

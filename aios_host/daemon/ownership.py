@@ -33,10 +33,11 @@ So (systemd's CGROUP_DELEGATION document):
   level: aios.slice's CPUWeight becomes 100 x (the classes' weight inside aios.slice) / (the
   unit-matched classes' weight outside), so a protected unit of weight 10000 faces a batch class of
   weight 10 as it would as a sibling (assuming the outside slices keep systemd's 100); leaving it
-  at 100 gave a protected service 46% of its solo throughput in the VM isolation bench. With no
-  such classes, aios.slice stands for the most important class in it that is using CPU (the
-  solver allocated it some): that class's policy weight, as a user would give it to a unit
-  (CPUWeight=1000 for a protected service); 100 while none is. Either way in 1..UNIT_CPU_WEIGHT_MAX:
+  at 100 gave a protected service 46% of its solo throughput in the VM isolation bench. Either way
+  aios.slice never weighs more than the most important class in it that is using CPU (the solver
+  allocated it some): that class's policy weight, as a user would give it to a unit
+  (CPUWeight=1000 for a protected service, 10 for batch); 100 while none is; with no unit-matched
+  classes outside, exactly that. All in 1..UNIT_CPU_WEIGHT_MAX:
   at 10000, four CPU hogs in aios.slice starved journald and the test runner in the VM; at 100
   against a protected class at 1000, this daemon's own ticks (at system.slice's equal share) cost
   the protected service's p99 1.7x its solo figure where static CPUWeight=1000/10 cost 0.95x.
@@ -56,7 +57,7 @@ from aios_host.kernel.cgroup import Cgroup, CgroupFs
 from aios_host.kernel.procfs import read_pid1_comm
 from aios_host.kernel.root import SysRoot
 from aios_host.log import get_logger
-from aios_host.policy.plan import DesiredCgroup, Plan, Write
+from aios_host.policy.plan import ENERGY_OPS, DesiredCgroup, Plan, Write
 from aios_host.policy.schema import Policy
 
 log = get_logger("aios_host.daemon")
@@ -135,8 +136,10 @@ class SystemdRouter:
             if uw is not None:
                 out.append(uw)
         for w in plan.writes:
-            if w.op == "move":
-                out.append(w)  # into one of our class cgroups; its undo writes the source back
+            if w.op == "move" or w.op in ENERGY_OPS:
+                # into one of our class cgroups (its undo writes the source back); or cpufreq/NVML,
+                # which no systemd unit owns
+                out.append(w)
                 continue
             path = w.path[len(mount):] if w.path.startswith(mount) else ""
             rel = path if w.op == "mkdir" else path.rpartition("/")[0]
@@ -187,19 +190,22 @@ class SystemdRouter:
                 value = total
                 why = f"sum of the classes' {f} below {self.own_unit} (a child's is bounded by its parent's)"
             out.append((self.own_unit, self._file_write(self.base, f, value, why)))
+        # aios.slice never weighs more than the most important class in it that uses CPU (its policy
+        # weight), nor more than UNIT_CPU_WEIGHT_MAX: CPU hogs of a batch class must not outweigh
+        # system.slice (with an idle unit-matched class outside, the ratio below came to 1000 and a
+        # restarted daemon took 90 s to start behind four hogs in the VM)
+        busy = [d for d in desired if d.rel.startswith(CLASSES_SLICE + "/") and d.cpu_alloc_cores > 0]
+        top_busy = max(busy, key=lambda d: d.class_weight, default=None)
+        cap = max(1, min(UNIT_CPU_WEIGHT_MAX, top_busy.class_weight)) if top_busy else SCOPE_CPU_WEIGHT_FLOOR
+        busy_why = (f"the weightiest class using CPU in {CLASSES_SLICE}, {top_busy.cls}, has weight "
+                    f"{top_busy.class_weight}" if top_busy else f"no class in {CLASSES_SLICE} uses CPU")
         if weight_outside:
-            slice_weight = max(1, min(UNIT_CPU_WEIGHT_MAX, round(100 * weight_in_slice / weight_outside)))
+            ratio = max(1, round(100 * weight_in_slice / weight_outside))
+            slice_weight = min(ratio, cap)
             why = (f"classes inside {CLASSES_SLICE} weigh {weight_in_slice}, unit-matched classes outside "
-                   f"{weight_outside}, against systemd's 100 for the other slices")
+                   f"{weight_outside}, against systemd's 100 for the other slices; at most {cap}: {busy_why}")
         else:
-            busy = [d for d in desired if d.rel.startswith(CLASSES_SLICE + "/") and d.cpu_alloc_cores > 0]
-            if busy:
-                d = max(busy, key=lambda d: d.class_weight)
-                slice_weight = max(1, min(UNIT_CPU_WEIGHT_MAX, d.class_weight))
-                why = (f"no class outside {CLASSES_SLICE}; the weightiest class using CPU, {d.cls}, "
-                       f"has weight {d.class_weight}")
-            else:
-                slice_weight, why = SCOPE_CPU_WEIGHT_FLOOR, f"no class in {CLASSES_SLICE} uses CPU: systemd's default"
+            slice_weight, why = cap, f"no class outside {CLASSES_SLICE}; {busy_why}"
         out.append((CLASSES_SLICE, self._file_write(CLASSES_SLICE, "cpu.weight", slice_weight, why)))
         return out
 

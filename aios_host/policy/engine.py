@@ -9,6 +9,7 @@ import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from aios_host.energy.plan import energy_plan
 from aios_host.kernel.cgroup import CgroupFs
 from aios_host.kernel.inventory import Inventory
 from aios_host.policy.cores import assign_cores
@@ -31,6 +32,7 @@ class Decision:
     targets: dict[str, ClassTarget]
     desired: list[DesiredCgroup]
     plan: Plan
+    energy_notes: tuple[str, ...] = ()  # what of [energy] this host cannot take, and why
 
 
 def core_requests(policy: Policy, inv: Inventory) -> list[CoreRequest]:
@@ -110,4 +112,6 @@ def decide(
         cores = assign(policy, inv)
         desired = desired_state(policy, targets, allocation, cores, inv, cap.cpu_cores, cap.memory_bytes)
         plan = make_plan(fs, desired)
-        return Decision(policy, cap, problem, allocation, cores, targets, desired, plan)
+        energy = energy_plan(fs.root, policy.energy)
+        plan = Plan(plan.writes + energy.writes)
+        return Decision(policy, cap, problem, allocation, cores, targets, desired, plan, energy.notes)

@@ -25,7 +25,8 @@ from aios_host.kernel import cgroup_format as fmt
 from aios_host.kernel.cgroup import Cgroup, CgroupFs
 from aios_host.kernel.root import OpenDir
 
-Op = Literal["mkdir", "enable", "write", "move"]
+Op = Literal["mkdir", "enable", "write", "move", "unit", "cpufreq", "nvml"]
+ENERGY_OPS = frozenset({"cpufreq", "nvml"})  # energy/plan.py: through the checking writers, not root.write_text
 FILE_ORDER = (
     "cpuset.mems", "cpuset.cpus", "cpu.weight", "cpu.max", "memory.min", "memory.low",
     "memory.high", "memory.max", "memory.swap.max", "io.weight", "io.max",

@@ -248,12 +248,14 @@ class MemoryGuardSpec(_Strict):
 
 
 class EnergySpec(_Strict):
-    """Accepted and validated now; applied by the energy issue (cpufreq, NVML)."""
+    """CPU frequency (cpufreq) and GPU power (NVML) settings: energy/plan.py turns them into writes."""
 
     profile: Literal["performance", "balanced", "powersave"] = "balanced"
     cpu_governor: Literal["performance", "powersave", "schedutil", "ondemand", "conservative"] | None = None
     cpu_max_freq: str | None = Field(default=None, pattern=r"^\d+(\.\d+)?\s*(%|[kMG]Hz)$")
     gpu_power_limit: str | None = Field(default=None, pattern=r"^\d+(\.\d+)?\s*(%|W)$")
+    cpu_owner: Literal["defer", "take-over"] = Field(
+        default="defer", description="tuned, power-profiles-daemon or TLP active: leave the CPU knobs to them, or not")
 
 
 class Policy(_Strict):

@@ -130,7 +130,9 @@ def test_a_job_in_the_squeezed_class_goes_as_one_gang_and_names_the_guard(guarde
              "--guard-notice", "SIGUSR1", "--guard-grace", "3s",
              "--", "/usr/bin/python3", "-c", GANG_RANK, str(ckpt), timeout=240, check=False)
     time.sleep(2)
-    st = json.loads(sh(AIOS, "job", "status", name, "--json").stdout)["instances"][0]
+    status = sh(AIOS, "job", "status", name, "--json", check=False)
+    assert status.returncode == 0, (job.returncode, job.stdout[-3000:], job.stderr[-3000:], status.stderr)
+    st = json.loads(status.stdout)["instances"][0]
     events = squeeze.guard_events(since)
     res = {"job_rc": job.returncode, "job_stderr": job.stderr[-2000:], "cause": st.get("cause"),
            "ranks": [(r["rank"], r["status"], r.get("exit")) for r in st["ranks"]],

@@ -98,11 +98,19 @@ def test_aios_slice_weighs_its_classes_against_unit_matched_ones_outside(tmp_pat
     assert out["aios.slice/cpu.weight"].new == "1"  # 100 * 20 / 10000, at least 1
     assert json.loads(out["aios.slice/cpu.weight"].old) == {"CPUWeight": CGROUP_WEIGHT_INVALID}
     batch_unit = [
-        DesiredCgroup(f"{BASE}/prot", True, {"cpu.weight": ("5000", "")}),
+        DesiredCgroup(f"{BASE}/prot", True, {"cpu.weight": ("5000", "")}, cls="prot", class_weight=5000,
+                      cpu_alloc_cores=1.0),
         DesiredCgroup("system.slice/web.service", False, {"cpu.weight": ("10", "")}),
     ]
     out = {x.path: x.new for x in r.route(Plan(()), batch_unit).writes}
     assert out["aios.slice/cpu.weight"] == "1000"  # 100 * 5000 / 10, capped at UNIT_CPU_WEIGHT_MAX
+    # the same ratio with the class inside idle, or busy at weight 100: never above what it weighs
+    idle_inside = [d._replace(cpu_alloc_cores=0.0) if d.rel.startswith(BASE) else d for d in batch_unit]
+    assert "aios.slice/cpu.weight" not in {x.path for x in r.route(Plan(()), idle_inside).writes}  # 100
+    hogs = [d._replace(class_weight=100) if d.rel.startswith(BASE) else d for d in batch_unit]
+    assert "aios.slice/cpu.weight" not in {x.path for x in r.route(Plan(()), hogs).writes}  # 100, there
+    light = [d._replace(class_weight=10) if d.rel.startswith(BASE) else d for d in batch_unit]
+    assert {x.path: x.new for x in r.route(Plan(()), light).writes}["aios.slice/cpu.weight"] == "10"
 
 
 def test_aios_slice_stands_for_its_weightiest_class_that_uses_cpu(tmp_path):

@@ -1,0 +1,188 @@
+"""The policy's [energy] as Writes in the same Plan as the cgroup writes: shown by `policy apply
+--dry-run`, journaled before they are made, undone by `policy rollback` and on daemon exit, and
+reconciled from the journal after a crash, by the machinery every other write goes through.
+
+- cpufreq, per policy (policyN, which sets the frequency of all its related_cpus), op "cpufreq":
+  scaling_governor (cpu_governor, else the profile's: performance -> "performance", powersave ->
+  "powersave"; balanced leaves it), then energy_performance_preference (the profile's, where the
+  driver has EPP and the governor it will have is not performance: intel_pstate/amd-pstate refuse
+  any EPP but "performance" under it with EBUSY), then scaling_max_freq (cpu_max_freq: a share of
+  cpuinfo_max_freq or a frequency, clamped to the cpuinfo range, in kHz). The write and its undo go
+  through kernel/cpufreq.py's writers, which check the value against what the driver offers and
+  read it back.
+- NVML, per GPU, op "nvml": the power limit (gpu_power_limit: a share of the maximum constraint or
+  watts, clamped to nvmlDeviceGetPowerManagementLimitConstraints, in mW), path
+  "nvml/<index>/<uuid>/power_limit_mw". The journaled original is the limit as it was, not the
+  maximum (Zeus restores the maximum); NVML limits outlive the process, so a crash is reconciled
+  from the journal at the next start like any other write.
+A host without cpufreq or a GPU gets no writes for them: a note says so (`policy explain`, the
+daemon's log), and the rest of the policy applies. Where tuned, power-profiles-daemon or TLP own
+the CPU knobs, the cpufreq writes are left out too (`[energy] cpu_owner = "defer"`, the default),
+or made anyway (`"take-over"`): the other daemon may write them back.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from aios_host.errors import AiosError
+from aios_host.kernel import cpufreq
+from aios_host.kernel.root import SysRoot
+from aios_host.log import get_logger
+from aios_host.policy.plan import Write
+from aios_host.policy.schema import EnergySpec
+
+log = get_logger("aios_host.energy")
+
+PROFILE_GOVERNOR = {"performance": "performance", "powersave": "powersave"}
+PROFILE_EPP = {"performance": "performance", "balanced": None, "powersave": "power"}
+NVML_PREFIX = "nvml/"
+_FREQ = re.compile(r"^(\d+(?:\.\d+)?)\s*(%|kHz|MHz|GHz)$")
+_POWER = re.compile(r"^(\d+(?:\.\d+)?)\s*(%|W)$")
+_FREQ_KHZ = {"kHz": 1, "MHz": 1000, "GHz": 1_000_000}
+
+
+@dataclass(frozen=True)
+class EnergyPlan:
+    writes: tuple[Write, ...]
+    notes: tuple[str, ...]  # why something the policy asks for is not written on this host
+
+
+def max_freq_khz(spec: str, p: cpufreq.CpufreqPolicy) -> int:
+    m = _FREQ.match(spec.strip())
+    if not m:
+        raise AiosError(f"[energy] cpu_max_freq {spec!r}: expected a share (80%) or a frequency (2.4GHz)")
+    value, unit = float(m.group(1)), m.group(2)
+    khz = p.cpuinfo_max_freq_khz * value / 100 if unit == "%" else value * _FREQ_KHZ[unit]
+    return int(min(max(khz, p.cpuinfo_min_freq_khz), p.cpuinfo_max_freq_khz))
+
+
+def power_limit_mw(spec: str, min_mw: int, max_mw: int) -> int:
+    m = _POWER.match(spec.strip())
+    if not m:
+        raise AiosError(f"[energy] gpu_power_limit {spec!r}: expected a share (70%) or watts (300W)")
+    value, unit = float(m.group(1)), m.group(2)
+    mw = max_mw * value / 100 if unit == "%" else value * 1000
+    return int(min(max(mw, min_mw), max_mw))
+
+
+def _cpufreq_writes(root: SysRoot, e: EnergySpec, notes: list[str]) -> list[Write]:
+    governor = e.cpu_governor or PROFILE_GOVERNOR.get(e.profile)
+    epp = PROFILE_EPP.get(e.profile)
+    if not (governor or epp or e.cpu_max_freq):
+        return []
+    policies = cpufreq.read_policies(root)
+    if not policies:
+        notes.append(f"cpufreq: {cpufreq.absent_reason(root)}; [energy] CPU settings not applied")
+        return []
+    out = []
+    for p in policies:
+        why = f"[energy] profile {e.profile}"
+        gov = p.governor
+        if governor and governor != p.governor:
+            if governor in p.available_governors:
+                out.append(Write("cpufreq", f"{p.path}/scaling_governor", p.governor, governor,
+                                 f"{why}: governor {governor}", "cpufreq"))
+                gov = governor
+            else:
+                notes.append(f"cpufreq {p.name}: governor {governor!r} not offered by {p.driver} "
+                             f"({', '.join(p.available_governors)})")
+        if epp and p.epp is not None and epp != p.epp and gov != "performance":
+            if epp in p.available_epp:
+                out.append(Write("cpufreq", f"{p.path}/energy_performance_preference", p.epp, epp,
+                                 f"{why}: EPP {epp}", "cpufreq"))
+            else:
+                notes.append(f"cpufreq {p.name}: EPP {epp!r} not offered by {p.driver}")
+        if e.cpu_max_freq:
+            khz = max_freq_khz(e.cpu_max_freq, p)
+            if khz != p.max_freq_khz:
+                out.append(Write("cpufreq", f"{p.path}/scaling_max_freq", str(p.max_freq_khz), str(khz),
+                                 f"[energy] cpu_max_freq {e.cpu_max_freq} = {khz} kHz", "cpufreq"))
+    return out
+
+
+def _gpu_writes(backend: Any, e: EnergySpec, notes: list[str]) -> list[Write]:
+    out = []
+    for i in range(backend.device_count()):
+        knobs = backend.knobs(i)
+        if knobs.power is None:
+            notes.append(f"gpu{i}: power limit is observe-only ({knobs.absent.get('power_limit', 'absent')})")
+            continue
+        want = power_limit_mw(str(e.gpu_power_limit), knobs.power.min_mw, knobs.power.max_mw)
+        if want != knobs.power.limit_mw:
+            uuid = backend.info(i).uuid
+            out.append(Write("nvml", f"{NVML_PREFIX}{i}/{uuid}/power_limit_mw", str(knobs.power.limit_mw),
+                             str(want), f"[energy] gpu_power_limit {e.gpu_power_limit} = {want / 1000:g} W",
+                             "nvml"))
+    return out
+
+
+def energy_plan(root: SysRoot, e: EnergySpec, gpu: Callable[[], Any] | None = None,
+                owners: Callable[[], list[str]] | None = None) -> EnergyPlan:
+    """The writes that bring this host's cpufreq and GPUs to the policy's [energy]. `gpu` opens the
+    GPU backend (default: the process's NVML), `owners` names active owners of the CPU knobs."""
+    notes: list[str] = []
+    cpu = _cpufreq_writes(root, e, notes)
+    if cpu and e.cpu_owner == "defer":
+        active = (owners or _active_owners)()
+        if active:
+            notes.append(f"cpufreq: {', '.join(active)} own the CPU knobs; [energy] cpu_owner = \"defer\": "
+                         "not written (\"take-over\" writes them anyway)")
+            cpu = []
+    gpu_writes: list[Write] = []
+    if e.gpu_power_limit:
+        try:
+            backend = (gpu or shared_gpu_backend)()
+            gpu_writes = _gpu_writes(backend, e, notes)
+        except AiosError as exc:
+            notes.append(f"GPU: none ({exc}); [energy] gpu_power_limit not applied")
+    return EnergyPlan(tuple(cpu + gpu_writes), tuple(notes))
+
+
+def _active_owners() -> list[str]:
+    from aios_host.kernel.power_owners import detect_knob_owners
+
+    return [o for o in detect_knob_owners().owners]
+
+
+_GPU: list[Any] = []
+
+
+def shared_gpu_backend() -> Any:
+    """One NVML backend per process (nvmlInit once); GpuUnavailable when there is none."""
+    if not _GPU:
+        from aios_host.kernel.gpu import open_gpu_backend
+
+        _GPU.append(open_gpu_backend())
+    return _GPU[0]
+
+
+# -- doing and undoing one write (actuate/apply.py) ---------------------------------------------
+
+
+def _policy_and_knob(path: str) -> tuple[str, str]:
+    head, _, knob = path.rpartition("/")
+    return head.rpartition("/")[2], knob
+
+
+def set_value(root: SysRoot, op: str, path: str, value: str, gpu: Callable[[], Any] | None = None) -> None:
+    """Write one energy knob through its checking writer (a refusal raises, one line)."""
+    if op == "cpufreq":
+        policy, knob = _policy_and_knob(path)
+        if knob == "scaling_governor":
+            cpufreq.set_governor(root, policy, value)
+        elif knob == "energy_performance_preference":
+            cpufreq.set_epp(root, policy, value)
+        elif knob == "scaling_max_freq":
+            p = cpufreq.read_policy(root, policy)
+            cpufreq.set_freq_limits(root, policy, min(p.min_freq_khz, int(value)), int(value))
+        else:
+            raise AiosError(f"{path}: not a cpufreq knob aios-host writes")
+    elif op == "nvml":
+        index = int(path[len(NVML_PREFIX):].split("/", 1)[0])
+        (gpu or shared_gpu_backend)().set_power_limit(index, int(value))
+    else:
+        raise AiosError(f"{path}: op {op!r} is not an energy write")
