@@ -125,10 +125,18 @@ class GuardRunner:
         self.senpai_params = SenpaiParams(
             interval_ticks=g.interval_seconds, pressure_usec=int(g.pressure_ms * 1000), max_probe=g.max_probe,
             max_backoff=g.max_backoff, min_bytes=int(g.min_size.resolve(cap)), max_bytes=int(g.max_size.resolve(cap)))
+        before = getattr(self, "escalation", None)
         self.escalation = Escalation(GuardParams(
             danger_available_bytes=int(g.danger_available.resolve(cap)),
             safe_available_bytes=int(g.safe_available.resolve(cap)), danger_seconds=g.danger_seconds,
             step_s=g.step_seconds, thaw_s=g.thaw_seconds))
+        if before is not None:
+            # A new policy must not forget what the guard froze or tightened: with a fresh state a
+            # class frozen just before a reload stayed frozen for good (seen in the VM), and so did
+            # the next job whose ranks were moved into it.
+            e = self.escalation
+            e.level, e.last_step_at, e.noticed_at = before.level, before.last_step_at, before.noticed_at
+            e.safe_since, e.in_danger = before.safe_since, before.in_danger
 
     def active(self) -> bool:
         return self.enabled or any(c.memory.high == "auto" for c in self.policy.classes)

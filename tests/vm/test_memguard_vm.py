@@ -126,7 +126,8 @@ def test_a_job_in_the_squeezed_class_goes_as_one_gang_and_names_the_guard(guarde
     name = f"squeeze-{uuid.uuid4().hex[:6]}"
     # each rank waits 8 s, then grows 8 MiB per 0.1 s; it asked for SIGUSR1 and 3 s before a kill
     ckpt = Path(f"/var/tmp/aios-ckpt-{name}")
-    job = sh(AIOS, "job", "run", "--name", name, "--nproc", "2", "--launcher", "systemd", "--label", JOB_LABEL,
+    job = sh(AIOS, "job", "run", "--name", name, "--nproc", "2", "--launcher", "systemd", "--class", "batch",
+             "--label", JOB_LABEL,
              "--guard-notice", "SIGUSR1", "--guard-grace", "3s",
              "--", "/usr/bin/python3", "-c", GANG_RANK, str(ckpt), timeout=240, check=False)
     time.sleep(2)

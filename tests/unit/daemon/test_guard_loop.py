@@ -191,3 +191,24 @@ def test_a_job_that_asked_for_a_notice_is_thawed_signalled_and_killed_after_its_
     finally:
         rank.send_signal(signal.SIGKILL)
         rank.wait()
+
+
+def test_a_policy_reload_in_the_middle_of_an_escalation_still_thaws_and_releases(tmp_path):
+    """The VM found it: a reload right after a kill gave the guard a fresh state, and the frozen
+    class stayed frozen (and tightened) for good; the next job moved into it never ran."""
+    root, tmp = setup(tmp_path)
+    clock = Clock()
+    d = make((root, tmp), clock, hold_ticks=1, cooldown_s=0)
+    run_ticks(d, clock, 2)
+    for cls, cur in (("prot", 800 * MIB), ("cache", 1000 * MIB), ("batch", 2000 * MIB)):
+        class_mem(root, cls, cur)
+    meminfo(root, 300)
+    run_ticks(d, clock, 4)  # tightened and frozen
+    assert root.path(f"{CG}/batch/cgroup.freeze").read_text().strip() == "1"
+    (tmp / "p.toml").write_text(POLICY.replace('thaw_seconds = 4', 'thaw_seconds = 3'))
+    d._reload = True
+    meminfo(root, 6000)  # safe from here on
+    run_ticks(d, clock, 8)
+    assert root.path(f"{CG}/batch/cgroup.freeze").read_text().strip() == "0"
+    assert root.path(f"{CG}/batch/memory.high").read_text().strip() == "max"
+    assert {c.name: c.memory_guard for c in d.view.classes}["batch"] == "ok"
