@@ -103,15 +103,27 @@ def test_squeeze_the_guard_tightens_freezes_kills_batch_and_protects_prot(guarde
     assert not [ln for ln in res["kernel_oom_kills"] if "memprot" in ln], res
 
 
-# A rank of the gang: checkpoints on the memory guard's notice (SIGUSR1), then grows as HOG does.
+# A rank of the gang: checkpoints on the memory guard's notice (SIGUSR1); grows until the host is
+# just past the guard's danger level, then holds what it has and idles. (A rank still allocating when it is thawed for
+# the notice runs its Python handler only after the allocation, which memory.high's throttling can
+# stretch past any grace: the kernel applies the penalty on every return to user space.)
 GANG_RANK = r"""
 import os, signal, sys, time
 ckpt = sys.argv[1] + "-" + os.environ["RANK"]
 signal.signal(signal.SIGUSR1, lambda *_: open(ckpt, "w").write(f"{time.time():.3f}"))
 time.sleep(8)  # the daemon's rescan moves both ranks into the batch class (match.job)
+
+def available_mib():
+    for line in open("/proc/meminfo"):
+        if line.startswith("MemAvailable:"):
+            return int(line.split()[1]) // 1024
+    return 0
+
 hold = []
-while True:
+while available_mib() > 560:  # just past the guard's danger (600 MiB): it tightens memory.high to this
     hold.append(bytearray(8 << 20))
+    time.sleep(0.1)
+while True:
     time.sleep(0.1)
 """
 
@@ -222,13 +234,16 @@ def test_senpai_reclaims_the_cache_and_stops_at_what_cannot_be_reclaimed(guarded
             cur = int((cg / "memory.current").read_text())
             samples.append((None if high == "max" else int(high), floor, cur, st["file"]))
             time.sleep(1)
-        _report("senpai-floor", {"samples_high_floor_current_file": samples})
+        peak = int((cg / "memory.peak").read_text())
+        _report("senpai-floor", {"samples_high_floor_current_file": samples, "peak": peak})
         highs = [s for s in samples if s[0] is not None]
         assert highs, samples
-        start = highs[0][0]
         assert all(h >= floor - (4 << 20) for h, floor, _, _ in highs), samples  # never below the floor
-        assert highs[-1][0] < start - (150 << 20), samples  # the page cache was squeezed out
-        assert highs[-1][0] >= (200 << 20), samples  # the shmem stayed above min_size's 32M
+        last_high, last_floor, last_cur, last_file = highs[-1]
+        assert last_high <= last_floor + (32 << 20), samples  # squeezed down to what cannot be reclaimed
+        assert last_floor >= (200 << 20), samples  # the shmem, above min_size's 32M
+        # of the 400 MiB file it wrote and read, no page cache is left charged: file pages are the shmem
+        assert last_file <= st["shmem"] + (32 << 20) and last_cur <= last_floor + (32 << 20), (peak, samples)
     finally:
         p.kill()
         p.wait()
