@@ -111,6 +111,12 @@ def decide(
         allocation = solve(problem)
         cores = assign(policy, inv)
         desired = desired_state(policy, targets, allocation, cores, inv, cap.cpu_cores, cap.memory_bytes)
+        # What each class uses of its allocation: a guaranteed minimum is allocated whether or not
+        # the class runs anything, and the systemd router must not take an empty guaranteed class
+        # for a busy one (aios.slice then outweighed system.slice with only CPU hogs in it, and
+        # starved the daemon and the services there in the VM isolation bench).
+        demand_cpu = {c.name: float(c.demand.get("cpu", 0.0)) for c in problem.classes}
+        desired = [d._replace(cpu_alloc_cores=min(d.cpu_alloc_cores, demand_cpu.get(d.cls, 0.0))) for d in desired]
         plan = make_plan(fs, desired)
         energy = energy_plan(fs.root, policy.energy)
         plan = Plan(plan.writes + energy.writes)

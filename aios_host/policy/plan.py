@@ -74,7 +74,7 @@ class DesiredCgroup(NamedTuple):
     move_pids: tuple[int, ...] = ()
     cls: str = ""
     class_weight: int = 100  # the policy's `weight` of the class (systemd's scale: 100 by default)
-    cpu_alloc_cores: float = 0.0  # the LP's CPU for the class (0: no demand), per matched cgroup
+    cpu_alloc_cores: float = 0.0  # of the LP's CPU for the class, what it has demand for (0: idle)
 
 
 _CONTROLLERS = frozenset(("cpu", "cpuset", "memory", "io", "pids"))

@@ -155,3 +155,21 @@ def test_processes_already_below_the_class_cgroup_are_not_moved(host):
     desired = [x._replace(move_pids=(4242, 4343)) if x.cls == "train" else x for x in d.desired]
     moves = [w for w in make_plan(fs, desired).writes if w.op == "move"]
     assert [w.new for w in moves] == ["4343"]
+
+
+def test_an_idle_guaranteed_class_is_not_taken_for_a_busy_one(host):
+    """`train` has cpu.min = 1 (allocated whether it runs or not); only what it has demand for
+    counts as use: the systemd router weighs aios.slice by its busy classes."""
+    from aios_host.policy.demand import ClassUsage
+
+    root, policy_path = host
+    fs = CgroupFs(root)
+    policy = load_policy(policy_path)
+    targets = resolve_targets(fs, policy)
+    idle = decide(policy, fs, read_inventory(root), targets, {"train": ClassUsage(cpu_cores=0.0),
+                                                              "batch": ClassUsage(cpu_cores=1.0)})
+    used = {d.cls: d.cpu_alloc_cores for d in idle.desired}
+    assert idle.allocation.amounts["train"]["cpu"] >= 1.0  # the guarantee is allocated ...
+    assert used["train"] == 0.0 and used["batch"] > 0.0  # ... but not used
+    busy = decide(policy, fs, read_inventory(root), targets, {"train": ClassUsage(cpu_cores=1.0)})
+    assert {d.cls: d.cpu_alloc_cores for d in busy.desired}["train"] > 0.0
