@@ -45,19 +45,18 @@ from aios_host.tui.model import (
 
 
 def psi_avg10(text: str | None) -> Psi:
-    """*.pressure: "some avg10=0.12 avg60=... total=...\\nfull avg10=..." -> the two avg10s."""
+    """*.pressure -> its two avg10s (kernel/cgroup_format's parser); a file that is empty or
+    unparsable (PSI off) reads as no figures, never an error in the middle of a refresh."""
+    from aios_host.errors import ParseError
+    from aios_host.kernel.cgroup_format import parse_pressure
+
     if not text:
         return Psi()
-    some = full = None
-    for line in text.splitlines():
-        kind, _, rest = line.partition(" ")
-        if rest.startswith("avg10="):
-            v = float(rest[6:rest.index(" ")] if " " in rest else rest[6:])
-            if kind == "some":
-                some = v
-            elif kind == "full":
-                full = v
-    return Psi(some, full)
+    try:
+        p = parse_pressure(text)
+    except ParseError:
+        return Psi()
+    return Psi(p.some.avg10, p.full.avg10 if p.full is not None else None)
 
 
 def keyed_value(text: str | None, key: str) -> int | None:
