@@ -70,12 +70,16 @@ PACKAGES=(
     linux-image-amd64 linux-headers-amd64
     systemd systemd-sysv dbus udev kmod iproute2 procps
     python3 python3-bpfcc bpfcc-tools python3-systemd python3-venv python3-pip
-    stress-ng ca-certificates systemd-oomd
+    stress-ng ca-certificates systemd-oomd earlyoom
 )
 log "apt-get update"
 apt-get update -q
 log "apt-get install ${PACKAGES[*]}"
 apt-get install -y -q --no-install-recommends "${PACKAGES[@]}"
+# earlyoom is here for the memory-guard bench's side-by-side only (tests/bench/bench_memguard.py
+# starts it). Debian enables it at install: a second OOM daemon acting in every other test's squeeze.
+systemctl disable earlyoom.service >/dev/null 2>&1 \
+    || rm -f /etc/systemd/system/multi-user.target.wants/earlyoom.service
 
 # The metapackages name one ABI each; they must agree, and the headers must be wired into
 # /lib/modules/<ver>/build (bcc looks there for the running kernel).

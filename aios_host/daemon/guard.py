@@ -222,10 +222,15 @@ class GuardRunner:
         if act.step == "freeze":
             return [self._write(rel, "cgroup.freeze", "1", reason)]
         if act.step == "notice":
-            # thawed, so that the ranks can take the signal and checkpoint (memory.high stays
-            # tightened: they cannot grow much while they do); the kill follows their grace
+            # thawed, so that the ranks can take the signal and checkpoint, with memory.high just
+            # above what they use (not throttled while they do; they cannot grow much); the kill
+            # follows their grace
             self.notices.extend(self._asking.get(act.cls, ()))
-            return [self._write(rel, "cgroup.freeze", "0", reason)]
+            out = []
+            high = self._write(rel, "memory.high", str(act.value or PAGE), reason)
+            if high.old is not None and high.old != "max" and int(high.old) < int(high.new):
+                out.append(high)  # only ever raised: a lower limit set since stays
+            return [*out, self._write(rel, "cgroup.freeze", "0", reason)]
         if act.step == "kill":
             self._record_kill(rel, act)
             return [self._write(rel, "cgroup.kill", "1", reason)]

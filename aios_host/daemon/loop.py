@@ -710,4 +710,4 @@ class Daemon:
             text = self.reader.held.read(f"/proc/pressure/{resource}")
         except AiosError:
             return None
-        return fmt.parse_pressure(text).some.avg10 if text else None
+        return fmt.pressure_avg10s(text)[0] if text else None

@@ -30,7 +30,6 @@ from aios_host.model.hist import hist_delta, percentile
 from aios_host.policy.targets import ClassTarget
 from aios_host.probes.sample import EMPTY_HIST, CgroupCounters, ProbeSample
 
-_SOME_AVG10 = "some avg10="
 
 
 @dataclass(frozen=True)
@@ -55,11 +54,7 @@ class _Rare(NamedTuple):
 
 
 def _some_avg10(text: str | None) -> float | None:
-    if not text:
-        return None
-    if text.startswith(_SOME_AVG10):  # the kernel's own layout: skip the full parse (hot path)
-        return float(text[len(_SOME_AVG10):text.index(" ", len(_SOME_AVG10))])
-    return fmt.parse_pressure(text).some.avg10
+    return fmt.pressure_avg10s(text)[0] if text else None
 
 
 def _flat_value(text: str, key: str) -> int | None:

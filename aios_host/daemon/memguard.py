@@ -141,7 +141,14 @@ class Action:
     cls: str
     step: str  # "tighten" | "freeze" | "notice" | "kill" | "thaw" | "release"
     reason: str
-    value: int | None = None  # tighten: the memory.high written
+    value: int | None = None  # tighten and notice: the memory.high written
+
+
+# Room a noticed gang gets above what it uses, to run its checkpoint handler: a class held above
+# its memory.high is throttled on every return to user space (up to 2 s each, and without swap
+# its anon pages cannot be reclaimed), so a handler that opens and writes a file did not finish
+# within a 3 s grace in the VM. Bounded: the gang cannot grow more than this before the kill.
+NOTICE_HEADROOM_BYTES = 64 << 20
 
 
 STEPS = ("tighten", "freeze", "kill")
@@ -190,7 +197,8 @@ class Escalation:
                 at = self.noticed_at.get(c.name)
                 if at is None:  # tell the jobs first; the kill comes after their grace
                     self.noticed_at[c.name] = now_s
-                    out.append(Action(c.name, "notice", why, None))
+                    out.append(Action(c.name, "notice", why,
+                                      (c.current_bytes + NOTICE_HEADROOM_BYTES) // PAGE * PAGE))
                     continue
                 if now_s - at < c.notice_grace_s:
                     continue

@@ -45,18 +45,17 @@ from aios_host.tui.model import (
 
 
 def psi_avg10(text: str | None) -> Psi:
-    """*.pressure -> its two avg10s (kernel/cgroup_format's parser); a file that is empty or
+    """*.pressure -> its two avg10s (kernel/cgroup_format's reader); a file that is empty or
     unparsable (PSI off) reads as no figures, never an error in the middle of a refresh."""
     from aios_host.errors import ParseError
-    from aios_host.kernel.cgroup_format import parse_pressure
+    from aios_host.kernel.cgroup_format import pressure_avg10s
 
     if not text:
         return Psi()
     try:
-        p = parse_pressure(text)
+        return Psi(*pressure_avg10s(text))
     except ParseError:
         return Psi()
-    return Psi(p.some.avg10, p.full.avg10 if p.full is not None else None)
 
 
 def keyed_value(text: str | None, key: str) -> int | None:

@@ -192,6 +192,7 @@ memory.high = "auto"
 CACHE = r"""
 import os, sys, time
 data, shm = sys.argv[1], sys.argv[2]
+time.sleep(8)  # the daemon's rescan moves it into its class first: pages are charged where they fault
 with open(data, "wb") as f:
     for _ in range(400):
         f.write(os.urandom(1 << 20))

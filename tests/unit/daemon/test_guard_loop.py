@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 
 from aios_host.actuate.state import StateStore
+from aios_host.daemon.memguard import NOTICE_HEADROOM_BYTES
 from tests.unit.daemon.test_loop import CG, Clock, make, run_ticks
 from tests.unit.fixtures import FakeCgroupRoot, fake_v2_host, put
 
@@ -171,16 +172,21 @@ def test_a_job_that_asked_for_a_notice_is_thawed_signalled_and_killed_after_its_
             "status": "running", "guard_notice": "SIGUSR1", "guard_grace_s": 3.0,
             "ranks": [{"rank": 0, "local_rank": 0, "pid": rank.pid, "pid_start": 777}]}))
         meminfo(root, 300)  # danger
-        seen = []
+        seen, highs = [], []
         for _ in range(9):
             run_ticks(d, clock, 1)
             seen.append((root.path(f"{CG}/batch/cgroup.freeze").read_text().strip(),
                          root.path(f"{CG}/batch/cgroup.kill").read_text().strip(),
                          {c.name: c.memory_guard for c in d.view.classes}["batch"]))
+            highs.append(root.path(f"{CG}/batch/memory.high").read_text().strip())
         states = [s for _, _, s in seen]
         assert states.index("freeze") < states.index("notice") < states.index("kill"), seen
         at_notice = seen[states.index("notice")]
         assert at_notice[:2] == ("0", ""), seen  # thawed to take the signal, not yet killed
+        # tightened to its use, then raised just above it for the notice (a gang throttled above
+        # memory.high could not run its handler within the grace in the VM)
+        assert highs[states.index("freeze")] == str(2000 * MIB), highs
+        assert highs[states.index("notice")] == str(2000 * MIB + NOTICE_HEADROOM_BYTES), highs
         deadline = time.monotonic() + 5
         while not ckpt.exists() and time.monotonic() < deadline:
             time.sleep(0.05)

@@ -8,6 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from aios_host.daemon.memguard import (
+    NOTICE_HEADROOM_BYTES,
     Escalation,
     GuardClass,
     GuardParams,
@@ -109,13 +110,17 @@ def test_a_job_that_asked_for_a_notice_gets_it_and_its_grace_before_the_kill():
                                thaw_s=5))
     prot, web = _classes()[:2]
     batch = GuardClass("batch", 0, False, True, 1000 * MIB, notice_grace_s=5.0)
-    steps = []
+    steps, values = [], {}
     for t in range(0, 8):  # (at 8 the next tier, web, would be tightened: batch is done)
-        steps += [(t, a.cls, a.step) for a in e.step(t, 100 * MIB, 3.0, [prot, web, batch])]
+        acts = e.step(t, 100 * MIB, 3.0, [prot, web, batch])
+        steps += [(t, a.cls, a.step) for a in acts]
+        values.update({a.step: a.value for a in acts})
         if t == 2:
             assert e.state("batch") == "notice"
     # tighten, freeze, then the notice where the kill was due, and the kill after the grace of 5 s
     assert steps == [(0, "batch", "tighten"), (1, "batch", "freeze"), (2, "batch", "notice"), (7, "batch", "kill")]
+    # tightened to its use; at the notice, room above it to run the checkpoint handler unthrottled
+    assert values["tighten"] == 1000 * MIB and values["notice"] == 1000 * MIB + NOTICE_HEADROOM_BYTES
     assert e.state("batch") == "kill"
 
 

@@ -97,3 +97,35 @@ class TestFormats:
     @given(st.sets(st.integers(0, 511)))
     def test_cpu_list_round_trip(self, ids):
         assert fmt.parse_cpu_list(fmt.format_cpu_list(ids)) == tuple(sorted(ids))
+
+
+_avg = st.floats(min_value=0, max_value=100, allow_nan=False).map(lambda x: f"{x:.2f}")
+
+
+def _psi_line(key: str, avgs: tuple[str, str, str], total: int) -> str:
+    return f"{key} avg10={avgs[0]} avg60={avgs[1]} avg300={avgs[2]} total={total}\n"
+
+
+@given(st.tuples(_avg, _avg, _avg), st.integers(0, 2**64 - 1), st.none() | st.tuples(_avg, _avg, _avg),
+       st.integers(0, 2**64 - 1))
+def test_pressure_avg10s_agrees_with_parse_pressure_on_the_kernels_layout(some, some_total, full, full_total):
+    text = _psi_line("some", some, some_total) + ("" if full is None else _psi_line("full", full, full_total))
+    p = fmt.parse_pressure(text)
+    assert fmt.pressure_avg10s(text) == (p.some.avg10, None if p.full is None else p.full.avg10)
+
+
+@given(st.text(alphabet=" \t\nsomefulavg1036=.0-x9", max_size=80))
+def test_pressure_avg10s_on_any_text_agrees_or_fails_as_parse_pressure_does(text):
+    """Wherever parse_pressure reads a file, the fast reader gives the same avg10s; where the fast
+    reader refuses one, parse_pressure refuses it too (the same ParseError)."""
+    try:
+        p = fmt.parse_pressure(text)
+    except ParseError:
+        p = None
+    try:
+        got = fmt.pressure_avg10s(text)
+    except ParseError:
+        assert p is None, text
+        return
+    if p is not None:
+        assert got == (p.some.avg10, None if p.full is None else p.full.avg10), text
