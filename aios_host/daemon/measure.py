@@ -31,7 +31,6 @@ from aios_host.policy.targets import ClassTarget
 from aios_host.probes.sample import EMPTY_HIST, CgroupCounters, ProbeSample
 
 
-
 @dataclass(frozen=True)
 class ClassReading:
     populated: bool  # any process in any of its cgroups (cgroup.events "populated 1")

@@ -182,10 +182,17 @@ _AGAINST_LIMITS_AT = tuple(c.id in ("cpu_usage_cores", "memory_current_bytes") f
 _BLANK = ("", None)
 
 
+# Formatted text per column by value: most cells repeat a value seen in another row or at the last
+# refresh (procs, limits, an idle cgroup's PSI and faults), and formatting is half of row_cells.
+# Cleared when it grows past _TEXT_CACHE_MAX (values that only ever move, like CPU seconds).
+_TEXT_CACHE: tuple[dict[float, str], ...] = tuple({} for _ in COLUMNS)
+_TEXT_CACHE_MAX = 4096
+
+
 def row_cells(row: Row, indent: int, tree: bool) -> list[tuple[str, str | None]]:
     """(text, level) per column, in COLUMNS order: what cell_text and level give, for every row
     every refresh (1000 rows x 18 columns): attribute reads batched, thresholds inlined, blank
-    cells and columns without a colour rule short-cut."""
+    cells and columns without a colour rule short-cut, texts reused by value."""
     values = _VALUES(row)
     out = [(cell_text(COLUMNS[0], row, indent, tree), level("name", row))]
     for i in range(1, len(COLUMNS)):
@@ -200,7 +207,13 @@ def row_cells(row: Row, indent: int, tree: bool) -> list[tuple[str, str | None]]
             lv = level(COLUMNS[i].id, row)
         else:
             lv = None
-        out.append((_CELL_FORMATTERS[i](v), lv))  # type: ignore[misc]
+        texts = _TEXT_CACHE[i]
+        text = texts.get(v)
+        if text is None:
+            if len(texts) >= _TEXT_CACHE_MAX:
+                texts.clear()
+            text = texts[v] = _CELL_FORMATTERS[i](v)  # type: ignore[misc]
+        out.append((text, lv))
     return out
 
 
