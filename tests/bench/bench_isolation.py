@@ -57,6 +57,7 @@ import re
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import threading
@@ -639,6 +640,44 @@ def summarize(configs: list[dict[str, object]]) -> dict[str, object]:
     return {"solo_ref": ref, "rows": rows, "targets": verdicts}
 
 
+_MEDIAN_KEYS = ("busy_rps", "busy_p99_ms", "light_p99_ms", "bogo_ops", "batch_cpu_s_window", "daemon_cpu_s_window")
+
+
+def merge_rounds(configs: list[dict[str, object]]) -> list[dict[str, object]]:
+    """One result per configuration: the median over its rounds of each figure (per busy/light
+    phase too), in the order of the first round. The VM's speed drifts by ~10% over a run, so one
+    round's ranking of configurations within a few points is noise; interleaved rounds and their
+    median are not."""
+    by: dict[str, list[dict[str, object]]] = {}
+    for c in configs:
+        if c.get("busy_rps"):
+            by.setdefault(str(c["name"]), []).append(c)
+    out = []
+    for rs in by.values():
+        m: dict[str, object] = {**rs[0], "rounds": len(rs), "contended": any(r.get("contended") for r in rs)}
+        for k in _MEDIAN_KEYS:
+            vals = [float(r[k]) for r in rs if r.get(k) is not None]  # type: ignore[arg-type]
+            m[k] = statistics.median(vals) if vals else None
+        phases = [r["phases"] for r in rs if isinstance(r.get("phases"), list)]
+        if phases and all(len(p) == len(phases[0]) for p in phases):
+            m["phases"] = [{**ph0, **{k: statistics.median(float(p[i][k]) for p in phases)  # type: ignore[index]
+                                      for k in ("rps", "p99_ms") if all(p[i].get(k) is not None for p in phases)}}  # type: ignore[index]
+                           for i, ph0 in enumerate(phases[0])]
+        out.append(m)
+    return out
+
+
+def summarize_rounds(configs: list[dict[str, object]]) -> dict[str, object]:
+    """summarize() of the medians over rounds, with each round's own summary beside it."""
+    rounds = sorted({int(c.get("round", 0)) for c in configs})  # type: ignore[call-overload]
+    if len(rounds) <= 1:
+        return summarize(configs)
+    out = summarize(merge_rounds(configs))
+    out["per_round"] = [summarize([c for c in configs if int(c.get("round", 0)) == r]) for r in rounds]  # type: ignore[call-overload]
+    out["n_rounds"] = len(rounds)
+    return out
+
+
 def guest_main(args: argparse.Namespace) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -667,19 +706,22 @@ def guest_main(args: argparse.Namespace) -> int:
     say(f"calibration: {cal['block_ms']:.3f} ms per 16 KiB sha256, {cal['iters']} blocks = "
         f"{cal['req_ms']:.2f} ms per request")
     results = []
-    for cfg in configs:
-        say(f"config {cfg['name']}: {cfg['what']}")
-        try:
-            results.append(run_config(cfg, args, int(cal["iters"]), out))
-        except Exception as e:  # noqa: BLE001 - one config failing must not lose the others
-            results.append({"name": cfg["name"], "what": cfg["what"], "error": f"{type(e).__name__}: {e}"})
-            say(f"{cfg['name']}: {type(e).__name__}: {e}")
-        if "policy" in cfg:
-            sh("systemctl", "stop", "aios-host.service", check=False, timeout=120)  # after a failure too
-        unit_gone(PROT_UNIT)
-        unit_gone(BATCH_UNIT)
+    for rnd in range(args.rounds):  # interleaved: every configuration once per round
+        for cfg in configs:
+            say(f"config {cfg['name']} (round {rnd + 1}/{args.rounds}): {cfg['what']}")
+            try:
+                res = run_config(cfg, args, int(cal["iters"]), out)
+            except Exception as e:  # noqa: BLE001 - one config failing must not lose the others
+                res = {"name": cfg["name"], "what": cfg["what"], "error": f"{type(e).__name__}: {e}"}
+                say(f"{cfg['name']}: {type(e).__name__}: {e}")
+            res["round"] = rnd
+            results.append(res)
+            if "policy" in cfg:
+                sh("systemctl", "stop", "aios-host.service", check=False, timeout=120)  # after a failure too
+            unit_gone(PROT_UNIT)
+            unit_gone(BATCH_UNIT)
     rep["configs"] = results
-    rep["summary"] = summarize(results)
+    rep["summary"] = summarize_rounds(results)
     rep["guest_wall_s"] = time.time() - t_all
     (out / "isolation.json").write_text(json.dumps(rep, indent=1))
     print(render(rep))
@@ -741,6 +783,15 @@ def render(rep: dict[str, object]) -> str:
             if r.get("daemon_restarts"):
                 parts.append(f"daemon RESTARTED {r['daemon_restarts']}x (see its journal)")
             lines.append(f"{r['name']}: " + "; ".join(parts))
+    if summ.get("n_rounds"):
+        lines.append(f"the table: medians over {summ['n_rounds']} interleaved rounds; each round's own verdicts:")
+        for i, pr in enumerate(summ.get("per_round", [])):
+            for a, v in pr.get("targets", {}).items():
+                rows = {r["name"]: r for r in pr.get("rows", []) if "error" not in r}
+                lines.append(f"  round {i + 1} {a}: isol {_f(rows.get(a, {}).get('isol_pct'), '.1f')}%, p99 x solo "
+                             f"{_f(rows.get(a, {}).get('p99_x_solo'), '.2f')}; "
+                             + ", ".join(k for k, ok in v.items() if k != "all" and not ok)
+                             + (" -> MET" if v["all"] else " NOT met"))
     for a, v in summ.get("targets", {}).items():
         lines.append(f"targets {a}: " + ", ".join(f"{k}: {'yes' if ok else 'NO'}" for k, ok in v.items()
                                                   if k != "all") + f" -> {'MET' if v['all'] else 'NOT met'}")
@@ -791,6 +842,8 @@ def host_main(args: argparse.Namespace) -> int:
              f"--warmup {args.warmup} --light-rps {args.light_rps} --req-ms {args.req_ms}")
     if args.only:
         guest += f" --only {args.only}"
+    if args.rounds != 1:
+        guest += f" --rounds {args.rounds}"
     seen: dict[str, dict[str, object]] = {}
     load: list[tuple[float, float]] = []  # (unix time, host CPUs busy outside our QEMU)
     stop = threading.Event()
@@ -840,7 +893,7 @@ def host_main(args: argparse.Namespace) -> int:
         c["host_other_cpus_max"] = max(during, default=None)
         c["contended"] = (any(q["first"] <= b and q["last"] >= a for q in seen.values())
                           or (c["host_other_cpus_mean"] or 0) > HOST_BUSY_LIMIT)
-    rep["summary"] = summarize(rep.get("configs", []))  # the reference from uncontended solos
+    rep["summary"] = summarize_rounds(rep.get("configs", []))  # the reference from uncontended solos
     res.write_text(json.dumps(rep, indent=1))
     if args.json:
         print(json.dumps(rep.get("summary"), indent=1))
@@ -866,6 +919,8 @@ def main(argv: list[str] | None = None) -> int:
                          "overhead (syscalls, wake-ups across vCPUs) adds a few ms")
     ap.add_argument("--only", help="comma-separated configs (solo,none,static-weights,static-cpuset,"
                                    "aios-comm,aios-unit,solo-end)")
+    ap.add_argument("--rounds", type=int, default=1,
+                    help="run the configurations this many times, interleaved, and report medians")
     ap.add_argument("--timeout", type=int, default=1800, help="host: kill the VM after this many s")
     ap.add_argument("--wait-max", type=int, default=1200, help="host: s to wait for another QEMU VM")
     ap.add_argument("--guest", action="store_true", help=argparse.SUPPRESS)
