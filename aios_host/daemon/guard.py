@@ -35,8 +35,9 @@ from aios_host.daemon.memguard import (
     SenpaiLoop,
     SenpaiParams,
 )
-from aios_host.errors import AiosError
+from aios_host.errors import AiosError, ParseError
 from aios_host.kernel.cgroup import CgroupFs
+from aios_host.kernel.cgroup_format import pressure_avg10s
 from aios_host.log import get_logger
 from aios_host.policy.plan import Write
 from aios_host.policy.schema import Policy
@@ -129,7 +130,7 @@ class GuardRunner:
         self.escalation = Escalation(GuardParams(
             danger_available_bytes=int(g.danger_available.resolve(cap)),
             safe_available_bytes=int(g.safe_available.resolve(cap)), danger_seconds=g.danger_seconds,
-            step_s=g.step_seconds, thaw_s=g.thaw_seconds))
+            step_s=g.step_seconds, thaw_s=g.thaw_seconds, danger_pressure_full_pct=g.danger_pressure_full))
         if before is not None:
             # A new policy must not forget what the guard froze or tightened: with a fresh state a
             # class frozen just before a reload stayed frozen for good (seen in the VM), and so did
@@ -200,11 +201,22 @@ class GuardRunner:
                                             f"{mem.floor_bytes // PAGE * PAGE} B"), None))
         why = None
         if self.enabled:
-            why = self.escalation.danger(available, host_tto)
-            for act in self.escalation.step(now_s, available, host_tto, guard_classes):
+            full = self._host_pressure_full()
+            why = self.escalation.danger(available, host_tto, full)
+            for act in self.escalation.step(now_s, available, host_tto, guard_classes, full):
                 out.extend((w, act) for w in self._action_writes(act, targets))
         self.view = GuardView(float(available), host_tto, why, per_class)
         return out
+
+    def _host_pressure_full(self) -> float | None:
+        """/proc/pressure/memory's full avg10, when the policy acts on it (None: off, or no PSI)."""
+        if self.escalation.params.danger_pressure_full_pct is None:
+            return None
+        text = self.fs.root.read_optional("/proc/pressure/memory")
+        try:
+            return pressure_avg10s(text)[1] if text else None
+        except ParseError:
+            return None
 
     def _action_writes(self, act: Action, targets: Mapping[str, ClassTarget]) -> list[Write]:
         t = targets.get(act.cls)

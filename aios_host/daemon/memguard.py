@@ -119,6 +119,10 @@ class OomClock:
 class GuardParams:
     danger_available_bytes: int = 256 << 20  # MemAvailable (+ free swap) below this: act
     danger_seconds: float = 10.0  # or time to OOM below this
+    # or the host's memory PSI "full" avg10 (percent: every task stalled on memory) at or above
+    # this, as systemd-oomd acts on pressure; None: off. MemAvailable counts page cache the host
+    # is thrashing on as available: pressure sees the stall where the bytes do not.
+    danger_pressure_full_pct: float | None = None
     safe_available_bytes: int = 512 << 20  # safe again above this (hysteresis)
     step_s: float = 2.0  # between escalation steps of one class
     thaw_s: float = 10.0  # safe this long: thaw and hand back
@@ -163,17 +167,21 @@ class Escalation:
     safe_since: float | None = None
     in_danger: bool = False
 
-    def danger(self, available_bytes: float, seconds_to_oom: float) -> str | None:
+    def danger(self, available_bytes: float, seconds_to_oom: float,
+               pressure_full_pct: float | None = None) -> str | None:
         p = self.params
         if available_bytes < p.danger_available_bytes:
             return f"available {available_bytes / 2**20:.0f} MiB < {p.danger_available_bytes / 2**20:.0f} MiB"
         if seconds_to_oom < p.danger_seconds:
             return f"time to OOM {seconds_to_oom:.1f} s < {p.danger_seconds:g} s"
+        limit = p.danger_pressure_full_pct
+        if limit is not None and pressure_full_pct is not None and pressure_full_pct >= limit:
+            return f"memory pressure full avg10 {pressure_full_pct:.1f}% >= {limit:g}%"
         return None
 
     def step(self, now_s: float, available_bytes: float, seconds_to_oom: float,
-             classes: Sequence[GuardClass]) -> list[Action]:
-        why = self.danger(available_bytes, seconds_to_oom)
+             classes: Sequence[GuardClass], pressure_full_pct: float | None = None) -> list[Action]:
+        why = self.danger(available_bytes, seconds_to_oom, pressure_full_pct)
         if why is None and self.in_danger and available_bytes < self.params.safe_available_bytes:
             why = f"available {available_bytes / 2**20:.0f} MiB not yet above the safe level"
         if why is None:

@@ -222,6 +222,9 @@ class MemoryGuardSpec(_Strict):
     safe_available: Size = Field(default=Quantity(float(512 << 20)), description="safe again above this")
     danger_seconds: float = Field(default=10.0, gt=0, le=3600, allow_inf_nan=False,
                                   description="or when the host's time to OOM falls below this")
+    danger_pressure_full: float | None = Field(
+        default=None, gt=0, le=100, allow_inf_nan=False,
+        description="or when the host's memory PSI full avg10 (percent) reaches this (off when unset)")
     step_seconds: float = Field(default=2.0, ge=0, le=3600, allow_inf_nan=False,
                                 description="between two escalation steps of one class")
     thaw_seconds: float = Field(default=10.0, ge=0, le=86400, allow_inf_nan=False,

@@ -218,3 +218,23 @@ def test_a_policy_reload_in_the_middle_of_an_escalation_still_thaws_and_releases
     assert root.path(f"{CG}/batch/cgroup.freeze").read_text().strip() == "0"
     assert root.path(f"{CG}/batch/memory.high").read_text().strip() == "max"
     assert {c.name: c.memory_guard for c in d.view.classes}["batch"] == "ok"
+
+
+def test_host_memory_pressure_full_starts_the_escalation_when_the_policy_asks(tmp_path):
+    """MemAvailable stays high; /proc/pressure/memory's full avg10 crosses danger_pressure_full."""
+    root, tmp = setup(tmp_path)
+    (tmp / "p.toml").write_text(POLICY.replace('thaw_seconds = 4', 'thaw_seconds = 4\ndanger_pressure_full = 20'))
+    clock = Clock()
+    d = make((root, tmp), clock, hold_ticks=1, cooldown_s=0)
+    run_ticks(d, clock, 2)
+    for cls, cur in (("prot", 800 * MIB), ("cache", 1000 * MIB), ("batch", 2000 * MIB)):
+        class_mem(root, cls, cur)
+    put(root.root, "/proc/pressure/memory", "some avg10=40.00 avg60=9.00 avg300=2.00 total=900000\n"
+                                            "full avg10=5.00 avg60=1.00 avg300=0.20 total=300000\n")
+    run_ticks(d, clock, 3)
+    assert root.path(f"{CG}/batch/memory.high").read_text().strip() == "max"  # 5% < 20%: calm
+    put(root.root, "/proc/pressure/memory", "some avg10=90.00 avg60=30.00 avg300=9.00 total=9000000\n"
+                                            "full avg10=35.00 avg60=10.00 avg300=3.00 total=3000000\n")
+    run_ticks(d, clock, 1)
+    assert root.path(f"{CG}/batch/memory.high").read_text().strip() == str(2000 * MIB)  # tightened
+    assert d.view.memory_guard == "danger: memory pressure full avg10 35.0% >= 20%"

@@ -135,3 +135,15 @@ def test_the_danger_passing_during_the_grace_spares_the_job():
     back = e.step(6, 800 * MIB, math.inf, [batch])
     assert {a.step for a in back} == {"thaw", "release"} and e.state("batch") == "ok"
     assert not [a for t in range(7, 12) for a in e.step(t, 800 * MIB, math.inf, [batch])]  # no kill later
+
+
+def test_memory_pressure_full_is_a_danger_only_when_the_policy_sets_a_limit():
+    batch = GuardClass("batch", 0, False, True, 1000 * MIB)
+    plenty = 4000 * MIB  # MemAvailable says all is well: the host thrashes on its page cache
+    off = Escalation(GuardParams(step_s=0))
+    assert off.danger(plenty, math.inf, 80.0) is None and off.step(0, plenty, math.inf, [batch], 80.0) == []
+    on = Escalation(GuardParams(step_s=0, danger_pressure_full_pct=20.0))
+    assert on.danger(plenty, math.inf, 19.9) is None
+    assert on.danger(plenty, math.inf, None) is None  # no PSI on this host: no opinion
+    assert "memory pressure full avg10 25.0% >= 20%" == on.danger(plenty, math.inf, 25.0)
+    assert [a.step for a in on.step(0, plenty, math.inf, [batch], 25.0)] == ["tighten"]
