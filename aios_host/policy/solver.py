@@ -389,7 +389,8 @@ def _weights_lp(
     """Step 3 for the contended resources `rows` of a tier, in one GLOP model.
 
     Only classes with room (lo < hi) become variables; the others are fixed and their amounts come
-    off the capacity. Each resource's row is scaled by its capacity. Returns x per row.
+    off the capacity. Each resource's row is scaled by its capacity (or its largest demand, where
+    larger). Returns x per row.
     """
     model = mbh.ModelBuilderHelper()
     model.set_maximize(True)
@@ -397,14 +398,17 @@ def _weights_lp(
     for k in rows:
         free = np.nonzero(_free(c[k], lo[k], hi[k]))[0]
         fixed_amt = float((c[k] * lo[k]).sum() - (c[k, free] * lo[k, free]).sum())
-        scale = float(cap[k])
+        # Scaled so that no coefficient exceeds 1: by the capacity, or by the largest demand where
+        # that is larger (a capacity of ~1e-291 bytes made the coefficients inf, which GLOP refuses;
+        # found by test_objective_equals_greedy_with_tiers)
+        scale = max(float(cap[k]), float(c[k, free].max()) if free.size else 0.0, 1e-300)
         idx = model.add_var_array_with_bounds(
             lo[k, free], hi[k, free], np.zeros(free.size, dtype=bool), ""
         )
         model.set_objective_coefficients(idx.tolist(), w[free].tolist())
         ct = model.add_linear_constraint()
         model.set_constraint_lower_bound(ct, -math.inf)
-        model.set_constraint_upper_bound(ct, (scale - fixed_amt) / scale)
+        model.set_constraint_upper_bound(ct, (float(cap[k]) - fixed_amt) / scale)
         model.add_terms_to_constraint(
             ct, [mbh.Variable(model, i) for i in idx.tolist()], (c[k, free] / scale).tolist()
         )

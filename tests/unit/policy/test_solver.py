@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from aios_host.policy.greedy import greedy_allocate
@@ -335,8 +335,18 @@ def test_objective_at_least_greedy_on_one_tier(problem):
     assert ours <= theirs + tol
 
 
+# Found by hypothesis: a capacity of ~1e-291 bytes scaled the LP's row to infinite coefficients
+_DENORMAL = Problem(
+    {"io": 0.0, "memory": 1.0737418240002389e-291},
+    tuple([ClassDemand(f"c{i:02d}", 1.0, 0, {"io": 0.0, "memory": 0.0}, {}, {}) for i in range(14)]
+          + [ClassDemand("c14", 1.0, 0, {"io": 0.0, "memory": 1073741824.0}, {"memory": 1.073741824e-291}, {}),
+             ClassDemand("c15", 1.0, 1, {"io": 0.0, "memory": 1073741824.0}, {"memory": 2.389154863383892e-304},
+                         {})]))
+
+
 @PROPS
 @given(problems())
+@example(_DENORMAL)
 def test_objective_equals_greedy_with_tiers(problem):
     # Both are lexicographic over tiers with lower tiers' mins reserved: same optimum.
     ours, theirs = solve(problem).objective, greedy_allocate(problem).objective
