@@ -1,6 +1,6 @@
 """The daemon's unix-socket API: one JSON request per connection, one JSON reply.
 
-    request:  {"cmd": "status" | "snapshot" | "plan" | "explain" | "jobs"
+    request:  {"cmd": "status" | "snapshot" | "plan" | "explain" | "jobs" | "energy"
                       | "policy.apply" (+ "path") | "policy.rollback" | "reload"}\\n
     reply:    {"ok": true, ...} | {"ok": false, "error": "one line"}\\n
 
@@ -32,7 +32,7 @@ SOCKET_PATH = "/run/aios-host/api.sock"
 READ_GROUP = "aios"
 MAX_REQUEST_BYTES = 64 * 1024
 REQUEST_TIMEOUT_S = 2.0
-READ_CMDS = frozenset(("status", "snapshot", "plan", "explain", "jobs"))
+READ_CMDS = frozenset(("status", "snapshot", "plan", "explain", "jobs", "energy"))
 WRITE_CMDS = frozenset(("policy.apply", "policy.rollback", "reload"))
 
 log = get_logger("aios_host.api")

@@ -67,7 +67,7 @@ class ViewCollector(Collector):
         if view is None:
             return
         for family in (*_daemon_families(view), *_class_families(view.classes), *_source_families(view),
-                       *_host_families(view)):
+                       *_host_families(view), *_energy_families(view)):
             # A family without samples (no probes, no sources yet) would still print HELP and TYPE.
             if family.samples:
                 yield family
@@ -220,6 +220,65 @@ def _host_families(view: DaemonView) -> Iterator[Metric]:
         yield GaugeMetricFamily("aios_host_memory_seconds_to_oom",
                                 "Time until the host's available memory runs out at its present growth.",
                                 view.host_seconds_to_oom)
+
+
+def _energy_families(view: DaemonView) -> Iterator[Metric]:
+    """GPUs (NVML), RAPL zones and cpufreq policies from the energy source's latest sample. Nothing
+    when the host has none of them, and nothing while the sample is stale: a power reading from a
+    GPU that stopped answering is not today's (aios_source_up{source="energy"} says why)."""
+    source = next((s for s in view.sources if s.name == "energy"), None)
+    e = view.energy
+    if e is None or source is None or not source.ok:
+        return
+    g_lab = ("gpu", "uuid")
+    info = GaugeMetricFamily("aios_gpu_info", "A GPU NVML sees: its model; always 1.", labels=("gpu", "uuid", "name"))
+    power = GaugeMetricFamily("aios_gpu_power_watts", "Board power draw (nvmlDeviceGetPowerUsage).", labels=g_lab)
+    energy = CounterMetricFamily("aios_gpu_energy_joules_total",
+                                 "GPU energy since the daemon started (NVML total energy counter).", labels=g_lab)
+    sm = GaugeMetricFamily("aios_gpu_sm_clock_hertz", "Current SM clock.", labels=g_lab)
+    util = GaugeMetricFamily("aios_gpu_utilization_ratio",
+                             "Share of the last sample period in which a kernel ran on the GPU.", labels=g_lab)
+    limit = GaugeMetricFamily("aios_gpu_power_limit_watts", "Power limit set (nvmlDeviceGetPowerManagementLimit).",
+                              labels=g_lab)
+    enforced = GaugeMetricFamily("aios_gpu_enforced_power_limit_watts",
+                                 "Power limit that binds: the lowest of ours, the BMC's and the VBIOS's.", labels=g_lab)
+    for g in e.gpus:
+        lab = (str(g.index), g.uuid)
+        info.add_metric((*lab, g.name), 1.0)
+        for fam, value in ((power, g.power_watts), (energy, g.energy_joules), (sm, g.sm_clock_hertz),
+                           (util, g.utilization_ratio), (limit, g.power_limit_watts),
+                           (enforced, g.enforced_power_limit_watts)):
+            if value is not None:
+                fam.add_metric(lab, value)
+    yield from (info, power, energy, sm, util, limit, enforced)
+
+    z_lab = ("zone", "name")
+    rapl_e = CounterMetricFamily("aios_rapl_energy_joules_total",
+                                 "RAPL zone energy since the daemon started (powercap energy_uj, wraps counted). "
+                                 "A package's core/uncore zones are parts of it; dram is not.", labels=z_lab)
+    rapl_p = GaugeMetricFamily("aios_rapl_power_watts", "RAPL zone power over the last sampling interval.",
+                               labels=z_lab)
+    for z in e.zones:
+        rapl_e.add_metric((z.zone, z.name), z.energy_joules)
+        if z.power_watts is not None:
+            rapl_p.add_metric((z.zone, z.name), z.power_watts)
+    yield from (rapl_e, rapl_p)
+
+    freq = GaugeMetricFamily("aios_cpufreq_frequency_hertz",
+                             "Current frequency of a cpufreq policy's CPUs (scaling_cur_freq).", labels=("policy",))
+    for p in e.policies:
+        if p.frequency_hertz is not None:
+            freq.add_metric((p.policy,), p.frequency_hertz)
+    yield freq
+
+    auto = GaugeMetricFamily("aios_energy_auto_power_limit_watts",
+                             "Power limit the auto search has set on a GPU of a job of the class.",
+                             labels=("class", "gpu"))
+    for a in view.energy_auto:
+        if a.get("state") not in ("waiting", "ended") and a.get("setting_watts") is not None:
+            for gpu in a.get("gpus", ()):  # a GPU is searched for one job at a time: no duplicate series
+                auto.add_metric((str(a["class"]), str(gpu)), float(a["setting_watts"]))
+    yield auto
 
 
 def make_registry(get_view: Callable[[], DaemonView | None]) -> CollectorRegistry:

@@ -13,7 +13,7 @@ def cmd_daemon(args: argparse.Namespace) -> int:
 
     opts = DaemonOptions(
         policy_path=args.policy, interval_s=args.interval, dry_run=args.dry_run,
-        keep_on_exit=args.keep_on_exit, probes=not args.no_probes, root=args.root,
+        keep_on_exit=args.keep_on_exit, probes=not args.no_probes, energy=not args.no_energy, root=args.root,
         hold_ticks=args.hold_ticks, cooldown_s=args.cooldown)
     return run(opts, socket_path=args.socket, metrics_port=args.metrics_port or None,
                metrics_host=args.metrics_address)
@@ -31,6 +31,8 @@ def add_parsers(sub: argparse._SubParsersAction, common: argparse.ArgumentParser
     d.add_argument("--keep-on-exit", action="store_true",
                    help="leave the applied values in place on exit (default: restore the originals)")
     d.add_argument("--no-probes", action="store_true", help="do not attach the eBPF probes")
+    d.add_argument("--no-energy", action="store_true",
+                   help="do not sample RAPL, NVML and cpufreq, and run no `auto` GPU power search")
     d.add_argument("--hold-ticks", type=int_arg(1, 3600), default=3,
                    help="ticks a decision must hold before it is written")
     d.add_argument("--cooldown", type=seconds_arg(0, 86400), default=10.0,

@@ -38,6 +38,8 @@ from aios_host.daemon.ownership import Router, make_router
 from aios_host.daemon.smoothing import UsageSmoother
 from aios_host.daemon.sources import SlowSource
 from aios_host.daemon.view import TICK_BUCKETS_S, ClassView, DaemonView
+from aios_host.energy.auto_jobs import auto_classes, followed_jobs
+from aios_host.energy.auto_runner import AutoPowerRunner
 from aios_host.errors import AiosError
 from aios_host.kernel import cgroup_format as fmt
 from aios_host.kernel import systemd
@@ -60,6 +62,9 @@ DAEMON_PROBES = ("sched", "faults", "reclaim", "oom")  # what demand and the vie
 # (drops "stats_map"). Entries of removed cgroups are deleted this often, on the probes' thread.
 PROBE_PRUNE_EVERY_S = 60.0
 _BLOCKING_FILES = ("memory.high", "memory.max")  # the kernel reclaims inside the write
+# RAPL must be read at least once per counter wrap and NVML's energy counter updates every 10-100
+# ms: the energy source samples every interval, but not faster than this.
+ENERGY_MIN_INTERVAL_S = 0.5
 
 
 @dataclass(frozen=True)
@@ -78,6 +83,7 @@ class DaemonOptions:
     demand_deadband: float = 0.10  # relative move of a class's smoothed CPU that re-decides
     write_timeout_s: float = 2.0
     probe_deadline_s: float | None = None  # default 3 intervals
+    energy: bool = True  # sample RAPL, NVML and cpufreq off the loop; run the `auto` GPU power search
 
 
 def _validate(opts: DaemonOptions) -> None:
@@ -91,7 +97,8 @@ def _finite(x: float) -> float | None:
 
 class Daemon:
     def __init__(self, opts: DaemonOptions, probe_factory: Callable[[SysRoot], Any] | None = None,
-                 clock: Callable[[], float] = time.monotonic, root: SysRoot | None = None) -> None:
+                 clock: Callable[[], float] = time.monotonic, root: SysRoot | None = None,
+                 gpu_factory: Callable[[], Any] | None = None) -> None:
         _validate(opts)
         self.opts = opts
         self.root = root or SysRoot(opts.root)
@@ -117,6 +124,10 @@ class Daemon:
         self._probe_prev: Any = None
         self._probe_figs: dict[str, ClassProbeFigures] = {}
         self._probe_holder: dict[str, Any] = {}
+        self._gpu_factory = gpu_factory  # the energy sampler's GPU backend (default: the process's NVML)
+        self._energy_source: SlowSource[Any] | None = None
+        self._energy_sample: Any = None  # the latest EnergySample, fresh or not (the view shows its age)
+        self.auto = AutoPowerRunner()
         self._readings: dict[str, ClassReading] = {}
         self._usage: dict[str, ClassUsage] = {}
         self._index: Any = None
@@ -184,10 +195,13 @@ class Daemon:
             # A previous daemon died without restoring (SIGKILL, OOM, power to the process only):
             # its originals are kept as recorded, so our exit restores what the host had first.
             log.warning("daemon_reconciled", adopted_changes=adopted, journal=str(self.journal.store.path))
+            self.auto.adopt(self.journal.writes())  # its auto power limits go back unless a search takes them
         if self.mode_reason:
             log.warning("daemon_mode", mode=self.mode, reason=self.mode_reason)
         if self.opts.probes:
             self._start_probes()
+        if self.opts.energy:
+            self._start_energy()
         log.info("daemon_started", policy=self.policy_path, mode=self.mode, interval_s=self.opts.interval_s,
                  owner=self.router.describe(), version=__version__)
 
@@ -259,6 +273,20 @@ class Daemon:
     def wait_probes(self, timeout_s: float) -> bool:
         return self._probe_source.wait_ready(timeout_s) if self._probe_source else False
 
+    def _start_energy(self) -> None:
+        """RAPL, NVML and cpufreq on a thread of their own: NVML is opened there (a missing driver
+        is a reason in the sample) and a GPU that answers slowly makes the sample stale, never the
+        tick slow."""
+        from aios_host.energy.telemetry import EnergySampler
+
+        sampler = EnergySampler(self.root, self._gpu_factory, clock=self.clock)
+        interval = max(self.opts.interval_s, ENERGY_MIN_INTERVAL_S)
+        self._energy_source = SlowSource("energy", sampler.sample, interval, 3 * interval, sampler.open,
+                                         clock=self.clock).start()
+
+    def wait_energy(self, timeout_s: float) -> bool:
+        return self._energy_source.wait_ready(timeout_s) if self._energy_source else False
+
     # -- the tick -------------------------------------------------------------------------------
 
     def tick(self) -> None:
@@ -292,6 +320,7 @@ class Daemon:
         self._readings = readings
         self._usage = usage
         self._guard_tick(now)
+        self._energy_tick(now)
         if not self._should_decide(usage, now):
             return
         decision = decide(self.policy_effective, self.fs, self.inv, self.targets, usage)
@@ -367,6 +396,38 @@ class Daemon:
             self._write(w, "memory_guard")
         self._send_notices(acting)
 
+    def _energy_tick(self, now: float) -> None:
+        """The energy source's latest sample, and one step of the `auto` GPU power searches: their
+        writes are journaled and written as every other write, outside the plan's hysteresis (the
+        search paces itself: one setting per measurement window)."""
+        if self._energy_source is None:
+            return
+        sampled = self._energy_source.latest()
+        self._energy_sample = sampled.value
+        classes = auto_classes(self.policy)
+        if not classes and not self.auto.wants_jobs():
+            return
+        acting = self.mode == "active" and not self._paused
+        try:
+            self.auto.tick(now, followed_jobs(self.root, classes), classes, sampled.value if sampled.fresh else None,
+                           self._auto_write if acting else None, self._journaled_original,
+                           mode="paused" if self._paused else self.mode)
+        except AiosError as exc:  # one job's trouble must not cost the tick its decision
+            log.error("energy_auto_failed", error=str(exc))
+        except Exception as exc:  # noqa: BLE001 - a bug in the search must not stop the loop that shares the CPU
+            log.error("energy_auto_bug", error=repr(exc), exc_info=True)
+
+    def _auto_write(self, w: Write) -> bool:
+        self.journal.record([w])  # originals first, as for every write
+        return self._write(w, "energy_auto")
+
+    def _journaled_original(self, path: str) -> str | None:
+        """The value `path` had before the daemon's first change of it (this daemon's or a crashed
+        one's), if the journal has it: what the auto search restores, not the maximum."""
+        if not self._journal_open:
+            return None
+        return next((w.old for w in self.journal.writes() if w.op == "nvml" and w.path == path), None)
+
     def _send_notices(self, acting: bool) -> None:
         """The pre-kill notices of jobs that asked (guard_notice): the signal to each rank."""
         for n in self.guard.take_notices():
@@ -435,7 +496,8 @@ class Daemon:
     def _write(self, w: Write, binding: str) -> bool:
         bus = self.router.bus
         try:
-            if w.op == "write" and w.path.rpartition("/")[2] in _BLOCKING_FILES:
+            # NVML can answer slowly too (a GPU falling off the bus): its writes wait at most as long.
+            if (w.op == "write" and w.path.rpartition("/")[2] in _BLOCKING_FILES) or w.op == "nvml":
                 fut = self._pool.submit(do_write, self.root, w, bus)
                 try:
                     fut.result(timeout=self.opts.write_timeout_s)
@@ -584,6 +646,8 @@ class Daemon:
         systemd.sd_notify("STOPPING=1")
         if self._probe_source is not None:
             self._probe_source.stop()
+        if self._energy_source is not None:
+            self._energy_source.stop()
         for fut in list(self._in_flight.values()):
             fut.result(timeout=self.opts.write_timeout_s * 5)
         self._pool.shutdown(wait=True)
@@ -682,7 +746,7 @@ class Daemon:
             writes_pending=self._pending, writes_unavailable=self._unavailable, drift=self._drift,
             classes=tuple(classes),
             bindings=tuple(b._asdict() for b in d.allocation.bindings) if d else (),
-            sources=(self._probe_source.health(),) if self._probe_source else (),
+            sources=tuple(src.health() for src in (self._probe_source, self._energy_source) if src is not None),
             probes_attached=tuple(sorted(getattr(self._probe_holder.get("p"), "loaded", {}))),
             probe_cpu_seconds_total=None if self._probe_run_ns is None else self._probe_run_ns / 1e9,
             host_cpu_some_avg10=psi["cpu"], host_memory_some_avg10=psi["memory"], host_io_some_avg10=psi["io"],
@@ -692,7 +756,8 @@ class Daemon:
             memory_guard=self._guard_summary(),
             host_available_bytes=_finite(self.guard.view.host_available_bytes),
             host_seconds_to_oom=_finite(self.guard.view.host_seconds_to_oom),
-            last_error=self._last_error)
+            last_error=self._last_error,
+            energy=self._energy_sample, energy_auto=self.auto.view())
 
     def _guard_of(self, name: str) -> tuple[str, float | None]:
         state, tto = self.guard.view.classes.get(name, ("ok", math.inf))

@@ -16,6 +16,7 @@ from typing import Any
 
 from aios_host import api, metrics
 from aios_host.daemon.loop import Daemon, DaemonOptions
+from aios_host.daemon.view import DaemonView
 from aios_host.errors import AiosError
 from aios_host.kernel import systemd
 from aios_host.kernel.root import SysRoot
@@ -23,6 +24,9 @@ from aios_host.log import get_logger
 
 log = get_logger("aios_host.daemon")
 PROBE_READY_TIMEOUT_S = 60.0
+# NVML opens in well under a second where it works; a driver that hangs must not hold READY=1
+# back for long (the loop goes on without its figures: the source is stale until it answers).
+ENERGY_READY_TIMEOUT_S = 5.0
 METRICS_SOCKET_NAME = "metrics"  # FileDescriptorName= in systemd/aios-host.socket
 
 
@@ -35,6 +39,8 @@ def make_handler(d: Daemon, root: SysRoot):  # type: ignore[no-untyped-def]
         if cmd == "status":
             out = v.to_dict()
             out.pop("classes")
+            out.pop("energy")  # the "energy" request's
+            out.pop("energy_auto")
             out["classes"] = len(v.classes)
             out["memory_guard_classes"] = [{"name": c.name, "state": c.memory_guard,
                                             "seconds_to_oom": c.seconds_to_oom} for c in v.classes
@@ -49,6 +55,8 @@ def make_handler(d: Daemon, root: SysRoot):  # type: ignore[no-untyped-def]
             return {"ok": True, "bindings": list(v.bindings),
                     "classes": [{"name": c.name, "demand": dict(c.demand), "allocation": dict(c.allocation)}
                                 for c in v.classes]}
+        if cmd == "energy":
+            return energy_reply(v)
         if cmd == "jobs":
             from aios_host.supervisor.state import JobStore
 
@@ -61,6 +69,20 @@ def make_handler(d: Daemon, root: SysRoot):  # type: ignore[no-untyped-def]
         return {"ok": False, "error": f"unknown command {cmd!r}"}
 
     return handle
+
+
+def energy_reply(v: DaemonView) -> dict[str, Any]:
+    """GPUs, RAPL zones and cpufreq policies as last sampled (each part says whether the host has
+    it, and why not), host power and energy, and the `auto` searches' state."""
+    source = next((s for s in v.sources if s.name == "energy"), None)
+    out: dict[str, Any] = {"ok": True, "sampling": source is not None,
+                           "source": None if source is None else asdict(source), "auto": list(v.energy_auto)}
+    if v.energy is None:
+        out["reason"] = "energy sampling is off (--no-energy)" if source is None else \
+            (source.last_error or "no sample yet")
+    else:
+        out.update(v.energy.to_dict())
+    return out
 
 
 def run(opts: DaemonOptions, socket_path: str = api.SOCKET_PATH, metrics_port: int | None = metrics.DEFAULT_PORT,
@@ -87,6 +109,8 @@ def run(opts: DaemonOptions, socket_path: str = api.SOCKET_PATH, metrics_port: i
                                 "(choose another with --metrics-port, or --metrics-port 0 to disable)") from None
         if opts.probes and not d.wait_probes(PROBE_READY_TIMEOUT_S):
             log.warning("probes_not_ready", waited_s=PROBE_READY_TIMEOUT_S)
+        if opts.energy and not d.wait_energy(ENERGY_READY_TIMEOUT_S):
+            log.warning("energy_not_ready", waited_s=ENERGY_READY_TIMEOUT_S)
         d.run(ready=lambda: log.info("daemon_ready", socket=socket_path, metrics_port=metrics_port,
                                      mode=d.mode))
     finally:

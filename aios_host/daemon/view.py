@@ -10,7 +10,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from types import MappingProxyType
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+if TYPE_CHECKING:
+    from aios_host.energy.telemetry import EnergySample
 
 _NONE: Mapping[str, float] = MappingProxyType({})
 
@@ -52,7 +55,7 @@ class ClassView(NamedTuple):
 
 @dataclass(frozen=True)
 class SourceHealth:
-    """A slow source run off the loop (probe maps, later NVML)."""
+    """A slow source run off the loop (probe maps; energy: RAPL, NVML, cpufreq)."""
 
     name: str
     ok: bool  # the last sample arrived within its deadline
@@ -100,6 +103,8 @@ class DaemonView:
     host_available_bytes: float | None = None  # MemAvailable + SwapFree
     host_seconds_to_oom: float | None = None
     last_error: str | None = None  # the last tick's failure, if it failed
+    energy: EnergySample | None = None  # the energy source's latest sample (GPUs, RAPL, cpufreq); None: none
+    energy_auto: tuple[dict[str, Any], ...] = ()  # the `auto` GPU power searches: running, waiting, ended
 
     def verdict(self) -> str:
         """"active", or "degraded" (observe-only, a stale source, a failing tick, drift)."""

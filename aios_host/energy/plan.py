@@ -24,6 +24,7 @@ or made anyway (`"take-over"`): the other daemon may write them back.
 from __future__ import annotations
 
 import re
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -149,15 +150,19 @@ def _active_owners() -> list[str]:
 
 
 _GPU: list[Any] = []
+# The daemon's energy sampler opens it on its own thread while the loop may plan or write: one
+# opener at a time, so that there is one backend (and one nvmlInit) per process.
+_GPU_LOCK = threading.Lock()
 
 
 def shared_gpu_backend() -> Any:
     """One NVML backend per process (nvmlInit once); GpuUnavailable when there is none."""
-    if not _GPU:
-        from aios_host.kernel.gpu import open_gpu_backend
+    with _GPU_LOCK:
+        if not _GPU:
+            from aios_host.kernel.gpu import open_gpu_backend
 
-        _GPU.append(open_gpu_backend())
-    return _GPU[0]
+            _GPU.append(open_gpu_backend())
+        return _GPU[0]
 
 
 # -- doing and undoing one write (actuate/apply.py) ---------------------------------------------

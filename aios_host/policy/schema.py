@@ -200,6 +200,26 @@ class IoSpec(_Strict):
         return v
 
 
+class ClassEnergySpec(_Strict):
+    """GPU power for the class's jobs (aios-host jobs of this class, or with match.job's label):
+    `gpu_power_limit = "auto"` searches, while such a job runs, the power limit of the GPUs its
+    ranks use that costs the least GPU energy per training step within `max_slowdown` of the step
+    time at the limit the GPUs had, holds it, and restores that limit when the job ends
+    (energy/auto_runner.py). A fixed limit is host-wide: [energy] gpu_power_limit."""
+
+    gpu_power_limit: Literal["auto"] | None = Field(
+        default=None, description="'auto': search the power limit while a job of the class runs")
+    max_slowdown: float = Field(default=0.05, ge=0, le=0.5, allow_inf_nan=False,
+                                description="auto: largest step-time increase kept (0.05 = 5 %)")
+    steps_per_measurement: int = Field(default=20, ge=1, le=1_000_000,
+                                       description="auto: whole training steps in one measurement")
+    measure_seconds: float = Field(default=30.0, ge=1, le=3600, allow_inf_nan=False,
+                                   description="auto: shortest measurement window (the step boundaries "
+                                               "are seen about once a second)")
+    power_step_watts: float = Field(default=25.0, ge=1, le=1000, allow_inf_nan=False,
+                                    description="auto: distance between two power limits tried")
+
+
 class ClassSpec(_Strict):
     name: str = Field(pattern=NAME_RE, description="also the class cgroup's name")
     description: str = ""
@@ -209,6 +229,7 @@ class ClassSpec(_Strict):
     cpu: CpuSpec = Field(default_factory=CpuSpec)
     memory: MemorySpec = Field(default_factory=MemorySpec)
     io: IoSpec = Field(default_factory=IoSpec)
+    energy: ClassEnergySpec = Field(default_factory=ClassEnergySpec)
 
 
 class MemoryGuardSpec(_Strict):
@@ -276,6 +297,16 @@ class Policy(_Strict):
             if c.name in seen:
                 raise ValueError(f"class name {c.name!r} is used twice")
             seen.add(c.name)
+        return self
+
+    @model_validator(mode="after")
+    def _one_owner_of_gpu_power(self) -> Policy:
+        # Both would write the same power limits: the plan every decision, the search every
+        # measurement, each undoing the other.
+        auto = [c.name for c in self.classes if c.energy.gpu_power_limit == "auto"]
+        if auto and self.energy.gpu_power_limit:
+            raise ValueError(f"class {auto[0]!r}: energy.gpu_power_limit = 'auto' and [energy] gpu_power_limit = "
+                             f"{self.energy.gpu_power_limit!r} both set the GPUs' power limit: keep one of them")
         return self
 
     def cls(self, name: str) -> ClassSpec:

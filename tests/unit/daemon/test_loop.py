@@ -53,9 +53,11 @@ def host(tmp_path):
 def make(host, clock, policy="p.toml", **kw) -> Daemon:
     root, tmp = host
     factory = kw.pop("probe_factory", None)
+    gpu_factory = kw.pop("gpu_factory", None)
     opts = DaemonOptions(policy_path=str(tmp / policy), probes=kw.pop("probes", False), root=str(root.root),
-                         hold_ticks=kw.pop("hold_ticks", 2), cooldown_s=kw.pop("cooldown_s", 5.0), **kw)
-    d = Daemon(opts, clock=clock, root=root, probe_factory=factory)
+                         hold_ticks=kw.pop("hold_ticks", 2), cooldown_s=kw.pop("cooldown_s", 5.0),
+                         energy=kw.pop("energy", False), **kw)
+    d = Daemon(opts, clock=clock, root=root, probe_factory=factory, gpu_factory=gpu_factory)
     d.start()
     return d
 
