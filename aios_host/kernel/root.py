@@ -219,47 +219,95 @@ class HeldFiles:
     cgroup files every second pays one syscall per file instead of open+read+close. A kernfs
     (cgroupfs) file stays readable through its fd until the cgroup is removed; then the read fails
     with ENODEV and the caller drops it. Opening a missing file is remembered as None (a controller
-    this cgroup does not have) until `forget()`."""
+    this cgroup does not have) until `forget()`. With an fd budget (`top` holds 1000 cgroups x 12
+    files), files past it are read one-shot. The daemon's tick and `top`'s refresh both read
+    through here."""
 
-    def __init__(self, root: SysRoot) -> None:
+    def __init__(self, root: SysRoot, fd_budget: int | None = None) -> None:
         self.root = root
-        self._fds: dict[str, int | None] = {}
+        self.fd_budget = fd_budget  # None: no limit
+        self._fds: dict[str, int | None] = {}  # host path -> fd; None: the file does not exist
 
     def read(self, kernel_path: str) -> str | None:
-        """The file's whole text, or None when it does not exist. KernelError (path, errno) when
-        it cannot be read, e.g. ENODEV: its cgroup was removed since it was opened."""
-        fd = self._fds.get(kernel_path, -1)
+        """The file's whole text, or None when it does not exist or the feature behind it is off
+        (a *.pressure file with PSI off reads EOPNOTSUPP). KernelError (path, errno) when it cannot
+        be read, e.g. ENODEV: its cgroup was removed since it was opened."""
+        return self.read_host_path(self.root._p(kernel_path))
+
+    def read_host_path(self, host_path: str) -> str | None:
+        """read() by the host path (root prefix included): for callers that build many paths."""
+        fd = self._fds.get(host_path, -1)
         if fd == -1:
-            p = self.root._p(kernel_path)
+            if self.fd_budget is not None and len(self._fds) >= self.fd_budget:
+                return self.read_once(host_path)
             try:
-                fd = os.open(p, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
+                fd = os.open(host_path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
             except FileNotFoundError:
                 fd = None
             except OSError as exc:
-                raise KernelError.from_oserror("open", p, exc) from exc
-            self._fds[kernel_path] = fd
+                raise KernelError.from_oserror("open", host_path, exc) from exc
+            self._fds[host_path] = fd
         if fd is None:
             return None
         try:
-            data = os.pread(fd, 65536, 0)
+            return _pread_all(fd, host_path)
+        except KernelError:
+            self.forget_host_path(host_path)
+            raise
+
+    @staticmethod
+    def read_once(host_path: str) -> str | None:
+        """open, read, close: a file past the fd budget, or one looked at again by name."""
+        try:
+            fd = os.open(host_path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
+        except FileNotFoundError:
+            return None
         except OSError as exc:
-            self.forget(kernel_path)
-            raise KernelError.from_oserror("read", self.root._p(kernel_path), exc) from exc
-        return data.decode("utf-8", errors="replace")
+            raise KernelError.from_oserror("open", host_path, exc) from None
+        try:
+            return _pread_all(fd, host_path)
+        finally:
+            os.close(fd)
 
     def forget(self, kernel_path: str) -> None:
-        fd = self._fds.pop(kernel_path, None)
+        self.forget_host_path(self.root._p(kernel_path))
+
+    def forget_host_path(self, host_path: str) -> None:
+        fd = self._fds.pop(host_path, None)
         if fd is not None:
             os.close(fd)
 
     def forget_under(self, kernel_dir: str) -> None:
-        prefix = kernel_dir.rstrip("/") + "/"
-        for p in [p for p in self._fds if p.startswith(prefix)]:
-            self.forget(p)
+        self.forget_prefixes((self.root._p(kernel_dir).rstrip("/") + "/",))
+
+    def forget_prefixes(self, host_prefixes: tuple[str, ...]) -> None:
+        """Close every held file whose host path starts with one of these (cgroups gone)."""
+        for p in [p for p in self._fds if p.startswith(host_prefixes)]:
+            self.forget_host_path(p)
 
     def __len__(self) -> int:
         return sum(1 for fd in self._fds.values() if fd is not None)
 
     def close(self) -> None:
         for p in list(self._fds):
-            self.forget(p)
+            self.forget_host_path(p)
+
+
+PREAD_SIZE = 65536  # one pread; a longer file (cgroup.procs of a big cgroup, memory.stat) is read on
+
+
+def _pread_all(fd: int, host_path: str) -> str | None:
+    """The whole file from offset 0; None when the feature behind it is off (PSI with psi=0, or
+    cgroup.pressure set to 0: EOPNOTSUPP)."""
+    try:
+        data = os.pread(fd, PREAD_SIZE, 0)
+        if len(data) == PREAD_SIZE:
+            chunks = [data]
+            while chunk := os.pread(fd, PREAD_SIZE, sum(map(len, chunks))):
+                chunks.append(chunk)
+            data = b"".join(chunks)
+    except OSError as exc:
+        if exc.errno in (errno.EOPNOTSUPP, errno.ENXIO):
+            return None
+        raise KernelError.from_oserror("read", host_path, exc) from None
+    return data.decode("utf-8", errors="replace")

@@ -9,7 +9,6 @@ tree never freezes the screen; its CPU cost per refresh is bench_top.py's subjec
 from __future__ import annotations
 
 import contextlib
-import errno
 import os
 import resource
 import shutil
@@ -21,7 +20,7 @@ from typing import Any
 from aios_host.errors import AiosError, KernelError
 from aios_host.kernel import cgroup_format as fmt
 from aios_host.kernel.cgroup import CgroupFs
-from aios_host.kernel.root import SysRoot
+from aios_host.kernel.root import HeldFiles, SysRoot
 from aios_host.tui.model import (
     CgroupReading,
     GpuStats,
@@ -95,7 +94,6 @@ CGROUP_FILES = ("cgroup.procs", "cpu.stat", "cpu.max", "memory.current", "memory
                 "memory.events", "memory.stat", "cpu.pressure", "memory.pressure", "io.pressure")
 # How many refreshes a file found missing stays "missing" (a controller enabled later shows up).
 FORGET_EVERY = 30
-PREAD_SIZE = 65536  # one pread; a longer file (cgroup.procs of a big cgroup) is read on
 
 
 def raise_fd_limit() -> int:
@@ -125,60 +123,24 @@ class LocalReader:
         self.root = root
         self.fs = CgroupFs(root)  # finds the cgroup2 mount, or says there is none (one line)
         self.mount = str(root.path(self.fs.mount)).rstrip("/")
-        self.fd_budget = (raise_fd_limit() - 256) if fd_budget is None else fd_budget
-        self._fds: dict[str, int | None] = {}  # host path -> fd; None: the file does not exist
+        self.held = HeldFiles(root, (raise_fd_limit() - 256) if fd_budget is None else fd_budget)
         self._seen: set[str] = set()
         self._reads = 0
 
     @property
     def held_files(self) -> int:
-        return sum(1 for fd in self._fds.values() if fd is not None)
+        return len(self.held)
 
     def close(self) -> None:
-        for fd in self._fds.values():
-            if fd is not None:
-                os.close(fd)
-        self._fds.clear()
-
-    def _forget(self, host_path: str) -> None:
-        fd = self._fds.pop(host_path, None)
-        if fd is not None:
-            os.close(fd)
-
-    @staticmethod
-    def _read_once(host_path: str) -> str | None:
-        try:
-            fd = os.open(host_path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
-        except FileNotFoundError:
-            return None
-        except OSError as exc:
-            raise KernelError.from_oserror("open", host_path, exc) from None
-        try:
-            return _pread_all(fd, host_path)
-        finally:
-            os.close(fd)
+        self.held.close()
 
     def _read(self, host_path: str) -> str | None:
         """The file's text; None when it does not exist, or exists with the feature off (PSI)."""
-        fd = self._fds.get(host_path, -1)
-        if fd == -1:
-            if len(self._fds) >= self.fd_budget:
-                return self._read_once(host_path)
-            try:
-                fd = os.open(host_path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
-            except FileNotFoundError:
-                fd = None
-            except OSError as exc:
-                raise KernelError.from_oserror("open", host_path, exc) from None
-            self._fds[host_path] = fd
-        if fd is None:
-            return None
         try:
-            return _pread_all(fd, host_path)
+            return self.held.read_host_path(host_path)
         except KernelError:
             # ENODEV: its cgroup was removed since the fd was opened; look again by name
-            self._forget(host_path)
-            return self._read_once(host_path)
+            return self.held.read_once(host_path)
 
     def read_cgroup(self, path: str) -> CgroupReading | None:
         """One cgroup ("/a/b"); None when it is gone (removed since the walk)."""
@@ -238,9 +200,7 @@ class LocalReader:
         else:
             gone = self._seen - now_seen
             if gone:
-                prefixes = tuple(self.mount + ("" if p == "/" else p) + "/" for p in gone)
-                for host_path in [h for h in self._fds if h.startswith(prefixes)]:
-                    self._forget(host_path)
+                self.held.forget_prefixes(tuple(self.mount + ("" if p == "/" else p) + "/" for p in gone))
         self._seen = now_seen
 
     def read_tree(self) -> list[CgroupReading]:
@@ -285,22 +245,6 @@ class LocalReader:
             return self._read(str(self.root.path(kernel_path)))
         except AiosError:
             return None
-
-
-def _pread_all(fd: int, host_path: str) -> str | None:
-    """The whole file from offset 0; None when the feature behind it is off (PSI with psi=0)."""
-    try:
-        data = os.pread(fd, PREAD_SIZE, 0)
-        if len(data) == PREAD_SIZE:  # a long cgroup.procs or memory.stat: read on to the end
-            chunks = [data]
-            while chunk := os.pread(fd, PREAD_SIZE, sum(map(len, chunks))):
-                chunks.append(chunk)
-            data = b"".join(chunks)
-    except OSError as exc:
-        if exc.errno in (errno.EOPNOTSUPP, errno.ENXIO):
-            return None
-        raise KernelError.from_oserror("read", host_path, exc) from None
-    return data.decode("utf-8", errors="replace")
 
 
 def keyed_meminfo(text: str, key: str) -> int | None:
