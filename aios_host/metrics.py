@@ -46,6 +46,8 @@ DEFAULT_PORT = 9868
 RESOURCE_UNITS = {"cpu": "cpu_cores", "memory": "memory_bytes"}
 
 _PSI = (("cpu", "cpu_some_avg10"), ("memory", "memory_some_avg10"), ("io", "io_some_avg10"))
+_MEMORY_EVENTS = (("high", "memory_events_high_total"), ("max", "memory_events_max_total"),
+                  ("oom", "memory_events_oom_total"), ("oom_kill", "memory_events_oom_kill_total"))
 _HOST_PSI = (("cpu", "host_cpu_some_avg10"), ("memory", "host_memory_some_avg10"), ("io", "host_io_some_avg10"))
 
 
@@ -135,9 +137,14 @@ def _class_families(classes: tuple[ClassView, ...]) -> Iterator[Metric]:
                                   labels=("class",))
     ooms = CounterMetricFamily("aios_class_oom_kills_total", "OOM kills in the class since the probes attached.",
                                labels=("class",))
+    events = CounterMetricFamily("aios_cgroup_memory_events_total",
+                                 "memory.events counts of the class cgroup the memory guard reads, its subtree's "
+                                 "events included (high: over memory.high, max: reclaimed at memory.max, oom: reclaim "
+                                 "there failed, oom_kill: processes killed).", labels=(*cg, "event"))
     tto = GaugeMetricFamily("aios_class_memory_seconds_to_oom",
                             "Time until the class's memory use reaches its limit or the host's available memory, "
-                            "at its present growth (absent when not growing).", labels=("class",))
+                            "at its present growth; 0 in a tick after the kernel reclaimed or OOM-killed at its "
+                            "own memory.max (absent when not growing).", labels=("class",))
     guard = GaugeMetricFamily("aios_class_memory_guard_step",
                               "The memory guard's last escalation step on the class: 0 none, 1 memory.high "
                               "tightened, 2 frozen, 3 killed.", labels=("class",))
@@ -167,6 +174,10 @@ def _class_families(classes: tuple[ClassView, ...]) -> Iterator[Metric]:
             reclaim.add_metric((c.name,), c.reclaim_seconds_total)
         if c.oom_kills_total is not None:
             ooms.add_metric((c.name,), c.oom_kills_total)
+        for event, attr in _MEMORY_EVENTS:
+            count = getattr(c, attr)
+            if count is not None:
+                events.add_metric((*cl, event), count)
         if c.seconds_to_oom is not None:
             tto.add_metric((c.name,), c.seconds_to_oom)
         guard.add_metric((c.name,), _GUARD_STEP.get(c.memory_guard, 0))
@@ -179,7 +190,8 @@ def _class_families(classes: tuple[ClassView, ...]) -> Iterator[Metric]:
             if r in alloc:
                 alloc[r].add_metric((c.name,), v)
 
-    yield from (cpu, mem, procs, psi, runq, faults, reclaim, ooms, tto, guard, *demand.values(), *alloc.values())
+    yield from (cpu, mem, procs, psi, runq, faults, reclaim, ooms, events, tto, guard,
+                *demand.values(), *alloc.values())
 
 
 def _source_families(view: DaemonView) -> Iterator[Metric]:

@@ -50,7 +50,11 @@ def render_status(st: dict[str, Any]) -> list[str]:
                      + ", time to OOM " + (f"{tto:.0f} s" if tto is not None else "not growing"))
         for c in st.get("memory_guard_classes", [])[:10]:
             t = c["seconds_to_oom"]
-            lines.append(f"    {c['name']}: {c['state']}, time to OOM " + (f"{t:.0f} s" if t is not None else "-"))
+            # a daemon from before memory.events was read answers without it
+            events = {k: n for k, n in (c.get("memory_events") or {}).items() if n is not None}
+            lines.append(f"    {c['name']}: {c['state']}, time to OOM " + (f"{t:.0f} s" if t is not None else "-")
+                         + ("" if not events else
+                            ", memory.events " + " ".join(f"{k} {n}" for k, n in events.items())))
     drift = st["drift"]
     lines.append("  drift: none" if not drift else f"  drift: {len(drift)} file(s) differ from what was written")
     for d in drift[:5]:

@@ -4,7 +4,9 @@ into Writes the loop journals and makes (or logs, in a dry run).
 Every tick, for the classes aios-host owns (a class cgroup in its subtree; unit-matched classes
 belong to systemd and are left to systemd-oomd): memory.current, memory.pressure (`some` total),
 memory.stat (what cannot be reclaimed: unevictable + shmem, and anon when the host has no swap),
-and, for the host, /proc/meminfo (MemAvailable + SwapFree, used = MemTotal - MemAvailable).
+memory.events and memory.events.local (high, max, oom, oom_kill counts: shown; a rise of the class's
+own max or oom makes its time to OOM 0), and, for the host, /proc/meminfo (MemAvailable +
+SwapFree, used = MemTotal - MemAvailable).
 - A class whose policy says memory.high = "auto" gets senpai's loop (SenpaiLoop) on its cgroup.
 - With [memory_guard] enabled, Escalation acts on the lowest unprotected tier when the host is in
   danger: memory.high = what it uses now, then cgroup.freeze = 1, then cgroup.kill = 1 (the whole
@@ -24,6 +26,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from aios_host.daemon.memguard import (
     PAGE,
@@ -31,9 +34,11 @@ from aios_host.daemon.memguard import (
     Escalation,
     GuardClass,
     GuardParams,
+    MemoryEvents,
     OomClock,
     SenpaiLoop,
     SenpaiParams,
+    hit_own_limit,
 )
 from aios_host.errors import AiosError, ParseError
 from aios_host.kernel.cgroup import CgroupFs
@@ -53,6 +58,14 @@ class ClassMemory:
     current_bytes: int
     some_total_usec: int
     floor_bytes: int  # what reclaim cannot take
+    events: MemoryEvents | None = None  # memory.events (the subtree's); None: no such file
+    own_events: MemoryEvents | None = None  # the class's own (memory.events.local), for its limit
+
+
+class ClassGuard(NamedTuple):
+    state: str  # the escalation's last step on the class ("ok": none)
+    seconds_to_oom: float  # inf: not growing; 0: at its memory.max (or out of headroom) now
+    events: MemoryEvents | None = None
 
 
 @dataclass(frozen=True)
@@ -62,7 +75,7 @@ class GuardView:
     host_available_bytes: float
     host_seconds_to_oom: float
     danger: str | None
-    classes: Mapping[str, tuple[str, float]]  # class -> (state, seconds to OOM)
+    classes: Mapping[str, ClassGuard]
 
 
 def _meminfo(text: str) -> dict[str, int]:
@@ -111,6 +124,7 @@ class GuardRunner:
         self.set_policy(policy, memory_capacity_bytes)
         self.senpai: dict[str, SenpaiLoop] = {}
         self.clocks: dict[str, OomClock] = {}
+        self.own_events: dict[str, MemoryEvents] = {}  # class -> its memory.events(.local) last tick
         self.host_clock = OomClock()
         self.held: dict[str, str] = {}  # memory.high path -> the class holding it
         self.before_tighten: dict[str, tuple[str, str]] = {}  # class -> (rel, memory.high before)
@@ -152,7 +166,15 @@ class GuardRunner:
             return None
         stat = _stat(cg.read_optional("memory.stat") or "")
         floor = stat.get("unevictable", 0) + stat.get("shmem", 0) + (stat.get("anon", 0) if no_swap else 0)
-        return ClassMemory(int(cur), _some_total(cg.read_optional("memory.pressure") or ""), floor)
+        ev = cg.read_attrs(["memory.events", "memory.events.local"])
+        events = None if ev["memory.events"] is None else MemoryEvents.of(_stat(ev["memory.events"]))
+        # Since 5.2 memory.events counts the subtree's events too: a rank at its own memory.max
+        # (the supervisor gives each rank a share of the class's) would read as the class at its
+        # limit. memory.events.local is the class's own; before 5.2 memory.events was, and there
+        # is no .local.
+        local = ev["memory.events.local"]
+        own = events if local is None else MemoryEvents.of(_stat(local))
+        return ClassMemory(int(cur), _some_total(cg.read_optional("memory.pressure") or ""), floor, events, own)
 
     def tick(self, now_s: float, targets: Mapping[str, ClassTarget]) -> list[tuple[Write, Action | None]]:
         """The guard's writes this tick, each with the escalation step it belongs to (None: senpai)."""
@@ -165,7 +187,7 @@ class GuardRunner:
         host_tto = self.host_clock.update(now_s, total - mi.get("MemAvailable", 0), available)
         out: list[tuple[Write, Action | None]] = []
         guard_classes = []
-        per_class: dict[str, tuple[str, float]] = {}
+        per_class: dict[str, ClassGuard] = {}
         for spec in self.policy.classes:
             t = targets.get(spec.name)
             if t is None or not t.owned or not t.cgroups:
@@ -178,8 +200,18 @@ class GuardRunner:
                 continue
             max_text = (self.fs.cgroup(rel).read_optional("memory.max") or "max").strip()
             headroom = available if max_text == "max" else min(available, int(max_text) - mem.current_bytes)
-            tto = self.clocks.setdefault(spec.name, OomClock()).update(now_s, mem.current_bytes, headroom)
-            per_class[spec.name] = (self.escalation.state(spec.name), tto)
+            # The class's own max or oom count rose: the kernel reclaimed or OOM-killed at its
+            # memory.max since the last tick, whatever the slope says. Shown only: the escalation
+            # answers the host running out. A class at its own limit is the kernel's memcg OOM's
+            # to handle inside it, and that limit (the policy's memory.max, or systemd's MemoryMax=)
+            # is the user's decision; freezing or killing a tier makes no room under that limit.
+            at_limit = hit_own_limit(self.own_events.get(spec.name), mem.own_events)
+            if mem.own_events is None:
+                self.own_events.pop(spec.name, None)
+            else:
+                self.own_events[spec.name] = mem.own_events
+            tto = self.clocks.setdefault(spec.name, OomClock()).update(now_s, mem.current_bytes, headroom, at_limit)
+            per_class[spec.name] = ClassGuard(self.escalation.state(spec.name), tto, mem.events)
             populated = (self.fs.cgroup(rel).read_optional("cgroup.events") or "").find("populated 1") >= 0
             grace = None
             if self.escalation.state(spec.name) in ("freeze", "notice"):  # a kill is next: who asked?

@@ -34,6 +34,7 @@ from aios_host.actuate.state import DaemonJournal, StateStore
 from aios_host.daemon.guard import GuardRunner
 from aios_host.daemon.hysteresis import Hysteresis
 from aios_host.daemon.measure import CgroupReader, ClassProbeFigures, ClassReading, class_probe_figures
+from aios_host.daemon.memguard import MemoryEvents
 from aios_host.daemon.ownership import Router, make_router
 from aios_host.daemon.smoothing import UsageSmoother
 from aios_host.daemon.sources import SlowSource
@@ -759,9 +760,12 @@ class Daemon:
             last_error=self._last_error,
             energy=self._energy_sample, energy_auto=self.auto.view())
 
-    def _guard_of(self, name: str) -> tuple[str, float | None]:
-        state, tto = self.guard.view.classes.get(name, ("ok", math.inf))
-        return state, _finite(tto)
+    def _guard_of(self, name: str) -> tuple[str, float | None, int | None, int | None, int | None, int | None]:
+        """ClassView's last fields: guard state, seconds to OOM, memory.events high/max/oom/oom_kill."""
+        g = self.guard.view.classes.get(name)
+        if g is None:
+            return "ok", None, None, None, None, None
+        return (g.state, _finite(g.seconds_to_oom), *(g.events or MemoryEvents()))
 
     def _guard_summary(self) -> str:
         if not self.guard.active():

@@ -11,7 +11,8 @@ escalation that acts before the kernel's OOM killer does.
   a host without swap).
 - OomClock: time to OOM from the slope of used memory and the headroom left: seconds = headroom /
   slope. Growth is taken at once, a slower one fades in with a half-life, a fall resets it:
-  infinite when usage is flat or falling.
+  infinite when usage is flat or falling. 0 when the caller says the thing is at its limit now
+  (a class whose memory.events max or oom rose: hit_own_limit).
 - Escalation: when the host is in danger (available memory below a byte threshold, or time to
   OOM below a number of seconds), the classes of the lowest acting tier (never a protected class,
   never one above the acting tier) go through tighten (memory.high = what it uses now) -> freeze
@@ -25,6 +26,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 PAGE = 4096
 
@@ -95,7 +97,7 @@ class OomClock:
     slope_Bps: float = 0.0
     _last: tuple[float, int] | None = None
 
-    def update(self, now_s: float, used_bytes: int, headroom_bytes: float) -> float:
+    def update(self, now_s: float, used_bytes: int, headroom_bytes: float, at_limit: bool = False) -> float:
         if self._last is not None:
             dt = now_s - self._last[0]
             if dt > 0:
@@ -110,9 +112,36 @@ class OomClock:
                 else:
                     self.slope_Bps += alpha * (rate - self.slope_Bps)
         self._last = (now_s, used_bytes)
-        if headroom_bytes <= 0:
+        # at_limit: the kernel reclaimed or OOM-killed at the limit since the last reading; usage
+        # then sits just under the limit (or falls after a kill), so neither slope nor headroom
+        # would show it. The slope is still tracked above, for the ticks after.
+        if headroom_bytes <= 0 or at_limit:
             return 0.0
         return headroom_bytes / self.slope_Bps if self.slope_Bps > 0 else math.inf
+
+
+class MemoryEvents(NamedTuple):
+    """A cgroup's memory.events counters, cumulative as the kernel counts them (since 5.2 they
+    include its subtree's events). None: the kernel's file has no such key."""
+
+    high_total: int | None = None  # over memory.high: throttled and reclaimed
+    max_total: int | None = None  # about to go over memory.max: reclaimed at the limit
+    oom_total: int | None = None  # reclaim at memory.max failed: the cgroup went OOM
+    oom_kill_total: int | None = None  # processes the OOM killer took in it
+
+    @classmethod
+    def of(cls, counters: dict[str, int]) -> MemoryEvents:
+        return cls(counters.get("high"), counters.get("max"), counters.get("oom"), counters.get("oom_kill"))
+
+
+def hit_own_limit(before: MemoryEvents | None, now: MemoryEvents | None) -> bool:
+    """Whether the cgroup's max or oom count rose between two readings of its own (local) events:
+    the kernel reclaimed or OOM-killed at its memory.max meanwhile. No earlier reading: unknown
+    when the counts grew, so no. A count that fell (the cgroup was made anew) is a new origin."""
+    if before is None or now is None:
+        return False
+    return any(b is not None and n is not None and n > b
+               for b, n in ((before.max_total, now.max_total), (before.oom_total, now.oom_total)))
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ from typing import Any
 
 from aios_host import api, metrics
 from aios_host.daemon.loop import Daemon, DaemonOptions
-from aios_host.daemon.view import DaemonView
+from aios_host.daemon.view import ClassView, DaemonView
 from aios_host.errors import AiosError
 from aios_host.kernel import systemd
 from aios_host.kernel.root import SysRoot
@@ -42,9 +42,9 @@ def make_handler(d: Daemon, root: SysRoot):  # type: ignore[no-untyped-def]
             out.pop("energy")  # the "energy" request's
             out.pop("energy_auto")
             out["classes"] = len(v.classes)
-            out["memory_guard_classes"] = [{"name": c.name, "state": c.memory_guard,
-                                            "seconds_to_oom": c.seconds_to_oom} for c in v.classes
-                                           if c.memory_guard != "ok" or c.seconds_to_oom is not None]
+            out["memory_guard_classes"] = [guard_class(c) for c in v.classes
+                                           if c.memory_guard != "ok" or c.seconds_to_oom is not None
+                                           or any(_memory_events(c).values())]
             return {"ok": True, "status": out}
         if cmd == "snapshot":
             return {"ok": True, "classes": [c.to_dict() for c in v.classes], "sources": [asdict(s) for s in v.sources]}
@@ -69,6 +69,18 @@ def make_handler(d: Daemon, root: SysRoot):  # type: ignore[no-untyped-def]
         return {"ok": False, "error": f"unknown command {cmd!r}"}
 
     return handle
+
+
+def _memory_events(c: ClassView) -> dict[str, int | None]:
+    return {"high": c.memory_events_high_total, "max": c.memory_events_max_total,
+            "oom": c.memory_events_oom_total, "oom_kill": c.memory_events_oom_kill_total}
+
+
+def guard_class(c: ClassView) -> dict[str, Any]:
+    """A class in the status answer's memory_guard_classes: the guard's state, time to OOM and
+    the class's memory.events counts (a class with a count above 0 is listed even when calm)."""
+    return {"name": c.name, "state": c.memory_guard, "seconds_to_oom": c.seconds_to_oom,
+            "memory_events": _memory_events(c)}
 
 
 def energy_reply(v: DaemonView) -> dict[str, Any]:

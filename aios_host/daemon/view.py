@@ -48,6 +48,12 @@ class ClassView(NamedTuple):
     # memory guard
     memory_guard: str = "ok"  # "ok" | "tighten" | "freeze" | "kill": the last escalation step taken
     seconds_to_oom: float | None = None  # at the present growth; None: not growing (or not owned)
+    # the guarded class cgroup's memory.events, cumulative as the kernel counts them (its subtree's
+    # events too, since 5.2); None: not guarded, or no such file or key on this kernel
+    memory_events_high_total: int | None = None
+    memory_events_max_total: int | None = None
+    memory_events_oom_total: int | None = None
+    memory_events_oom_kill_total: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {**self._asdict(), "demand": dict(self.demand), "allocation": dict(self.allocation)}

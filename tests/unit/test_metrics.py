@@ -30,6 +30,8 @@ def _view() -> DaemonView:
         nr_procs=9, cpu_usage_seconds_total=1234.5, cpu_usage_cores=7.5, memory_current_bytes=8 << 30,
         cpu_some_avg10=12.5, memory_some_avg10=0.0, io_some_avg10=3.0, runq_p99_seconds=0.004,
         faults_total=1000, reclaim_seconds_total=0.25, oom_kills_total=1,
+        memory_events_high_total=40, memory_events_max_total=6, memory_events_oom_total=2,
+        memory_events_oom_kill_total=None,  # a key this kernel's memory.events lacks
         demand={"cpu": 8.0, "memory": float(10 << 30), "io": 0.5},
         allocation={"cpu": 6.0, "memory": float(9 << 30), "io": 0.4},
     )
@@ -134,6 +136,10 @@ def test_scrape_values(url: str) -> None:
     assert _value(s, "aios_class_page_faults_total", **{"class": "train"}) == 1000
     assert _value(s, "aios_class_reclaim_stall_seconds_total", **{"class": "train"}) == 0.25
     assert _value(s, "aios_class_oom_kills_total", **{"class": "train"}) == 1
+    for event, n in (("high", 40), ("max", 6), ("oom", 2)):
+        assert _value(s, "aios_cgroup_memory_events_total", **train, event=event) == n
+    assert ("aios_cgroup_memory_events_total", frozenset({**train, "event": "oom_kill"}.items())) not in s
+    assert not any(name == "aios_cgroup_memory_events_total" and ("class", "batch") in labels for name, labels in s)
     for probe_metric in ("aios_class_runqueue_latency_p99_seconds", "aios_class_page_faults_total",
                          "aios_class_reclaim_stall_seconds_total", "aios_class_oom_kills_total"):
         assert (probe_metric, frozenset({"class": "batch"}.items())) not in s, probe_metric
@@ -181,6 +187,19 @@ def test_promtool_check_metrics(url: str) -> None:
     # promtool exits 0 on lint problems too (only parse errors fail), so its output must be empty as well.
     assert res.returncode == 0, res.stdout + res.stderr
     assert res.stdout + res.stderr == ""
+
+
+@pytest.mark.skipif(not shutil.which(PROMTOOL), reason=f"{PROMTOOL} missing (apt-get install prometheus)")
+def test_memory_events_family_passes_promtool(url: str) -> None:
+    text = _scrape(url)
+    family = [ln for ln in text.splitlines() if ln.startswith(("aios_cgroup_memory_events",
+                                                                "# HELP aios_cgroup_memory_events",
+                                                                "# TYPE aios_cgroup_memory_events"))]
+    assert "# TYPE aios_cgroup_memory_events_total counter" in family
+    assert sum(1 for ln in family if not ln.startswith("#")) == 3  # train's high, max, oom
+    res = subprocess.run([PROMTOOL, "check", "metrics"], input="\n".join(family) + "\n", capture_output=True,
+                         text=True, timeout=30, check=False)
+    assert res.returncode == 0 and res.stdout + res.stderr == "", res.stdout + res.stderr
 
 
 def test_promtool_flags_a_bad_name() -> None:

@@ -43,8 +43,14 @@ def meminfo(root, available_mb: int) -> None:
                                     "SwapTotal: 0 kB\nSwapFree: 0 kB\n")
 
 
-def class_mem(root, cls: str, current: int, stall_usec: int = 0, unevictable: int = 0) -> None:
+def class_mem(root, cls: str, current: int, stall_usec: int = 0, unevictable: int = 0,
+              events: str | None = None, events_local: str | None = None) -> None:
+    """A class cgroup's memory files; memory.events(.local) only when given (a made class cgroup
+    has the VM's captured ones, all 0)."""
     put(root.root, f"{CG}/{cls}/memory.current", f"{current}\n")
+    for f, text in (("memory.events", events), ("memory.events.local", events_local)):
+        if text is not None:
+            put(root.root, f"{CG}/{cls}/{f}", text)
     put(root.root, f"{CG}/{cls}/memory.stat", f"anon 0\nshmem 0\nunevictable {unevictable}\n")
     put(root.root, f"{CG}/{cls}/memory.pressure",
         f"some avg10=0.00 avg60=0.00 avg300=0.00 total={stall_usec}\nfull avg10=0.00 avg60=0.00 avg300=0.00 total=0\n")

@@ -12,9 +12,11 @@ from aios_host.daemon.memguard import (
     Escalation,
     GuardClass,
     GuardParams,
+    MemoryEvents,
     OomClock,
     SenpaiLoop,
     SenpaiParams,
+    hit_own_limit,
 )
 
 MIB = 1 << 20
@@ -61,6 +63,25 @@ def test_time_to_oom_follows_the_slope():
     assert c.update(2.0, 1150 * MIB, 850 * MIB) > 8.5  # slower growth: the slope fades, time grows
     assert c.update(3.0, 1000 * MIB, 1000 * MIB) == math.inf  # memory freed: no growth now
     assert c.update(4.0, 1000 * MIB, 0) == 0.0
+
+
+def test_time_to_oom_is_zero_at_the_limit_and_the_slope_goes_on():
+    c = OomClock()
+    c.update(0.0, 1000 * MIB, 1000 * MIB)
+    assert c.update(1.0, 1000 * MIB, 1000 * MIB, at_limit=True) == 0.0  # flat use, headroom left: still 0
+    assert c.update(2.0, 1100 * MIB, 900 * MIB) == 9.0  # the slope was tracked through it
+
+
+def test_hit_own_limit_is_a_rise_of_max_or_oom():
+    ev = MemoryEvents(high_total=0, max_total=3, oom_total=1, oom_kill_total=1)
+    assert not hit_own_limit(None, ev)  # first reading: when the counts grew is unknown
+    assert not hit_own_limit(ev, None)
+    assert not hit_own_limit(ev, ev._replace(high_total=9, oom_kill_total=5))  # not its memory.max
+    assert hit_own_limit(ev, ev._replace(max_total=4))
+    assert hit_own_limit(ev, ev._replace(oom_total=2))
+    assert not hit_own_limit(ev, ev._replace(max_total=0, oom_total=0))  # a new cgroup: a new origin
+    assert not hit_own_limit(MemoryEvents(), ev)  # keys the kernel lacked
+    assert MemoryEvents.of({"low": 0, "high": 2, "max": 1, "oom": 0}) == MemoryEvents(2, 1, 0, None)
 
 
 def _classes(batch_mb=1000, populated=True):
