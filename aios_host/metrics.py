@@ -123,7 +123,9 @@ def _class_families(classes: tuple[ClassView, ...]) -> Iterator[Metric]:
                               "CPU time used by the class's cgroups (cpu.stat usage_usec).", labels=cg)
     mem = GaugeMetricFamily("aios_cgroup_memory_usage_bytes",
                             "Memory charged to the class's cgroups (memory.current).", labels=cg)
-    procs = GaugeMetricFamily("aios_cgroup_processes", "Processes in the class's cgroups.", labels=cg)
+    procs = GaugeMetricFamily("aios_cgroup_populated",
+                              "1 while a process is in the class's cgroups (cgroup.events populated), else 0.",
+                              labels=cg)
     psi = GaugeMetricFamily("aios_cgroup_pressure_some_ratio",
                             "Share of the last 10 s in which some task of the class's cgroups stalled on the "
                             "resource (PSI some avg10 / 100).", labels=(*cg, "resource"))
@@ -157,7 +159,7 @@ def _class_families(classes: tuple[ClassView, ...]) -> Iterator[Metric]:
 
     for c in classes:
         cl = (c.name, _cgroup_label(c))
-        procs.add_metric(cl, c.nr_procs)
+        procs.add_metric(cl, int(c.populated))
         if c.cpu_usage_seconds_total is not None:
             cpu.add_metric(cl, c.cpu_usage_seconds_total)
         if c.memory_current_bytes is not None:

@@ -722,7 +722,7 @@ class Daemon:
             classes.append(ClassView(
                 name, spec.priority, float(spec.weight),
                 tuple("/" + c for c in t.cgroups) if t else (), bool(t and t.owned),
-                int(bool(r and r.populated)),
+                bool(r and r.populated),
                 r.cpu_usage_usec / 1e6 if r and r.cpu_usage_usec is not None else None,
                 u.cpu_cores if u else None,
                 r.memory_current_bytes if r else None,

@@ -30,7 +30,7 @@ class ClassView(NamedTuple):
     weight: float
     cgroups: tuple[str, ...]  # cgroup paths relative to the cgroup2 mount, "/a/b"
     owned: bool  # a class cgroup aios-host created (else matched existing cgroups / units)
-    nr_procs: int = 0
+    populated: bool = False  # a process is in one of its cgroups (cgroup.events populated)
     # measured (cgroupfs, PSI; probes where loaded)
     cpu_usage_seconds_total: float | None = None  # cpu.stat usage_usec / 1e6, summed over cgroups
     cpu_usage_cores: float | None = None  # rate over the last tick

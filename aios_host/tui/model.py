@@ -369,7 +369,7 @@ def daemon_rows(classes: Sequence[Mapping[str, Any]], prev_classes: Mapping[str,
         runq = c.get("runq_p99_seconds")
         out.append(Row(
             key=key, kind="class", name=name, path=name, parent=None,
-            # the API's nr_procs is a populated bit; the count comes from the cgroups themselves
+            # the API says only whether the class is populated: the count comes from its cgroups
             nr_procs=sum(r.nr_procs or 0 for r in mine) if mine else None,
             cpu_allocation_cores=None if alloc is None else float(alloc),
             cpu_demand_cores=None if demand is None else float(demand),

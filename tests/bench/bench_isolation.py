@@ -321,7 +321,7 @@ def cpu_s(pids: list[int]) -> float:
 
 
 API_SOCK = "/run/aios-host/api.sock"
-CLASS_KEYS = ("cpu_usage_cores", "cpu_some_avg10", "runq_p99_seconds", "nr_procs", "demand", "allocation")
+CLASS_KEYS = ("cpu_usage_cores", "cpu_some_avg10", "runq_p99_seconds", "populated", "demand", "allocation")
 
 
 def daemon_classes() -> dict[str, dict[str, object]] | None:

@@ -27,7 +27,7 @@ PER_BUCKET = (0, 3, 5, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2)
 def _view() -> DaemonView:
     train = ClassView(
         name="train", tier=2, weight=4.0, cgroups=("/aios.slice/aios-host.service/train",), owned=True,
-        nr_procs=9, cpu_usage_seconds_total=1234.5, cpu_usage_cores=7.5, memory_current_bytes=8 << 30,
+        populated=True, cpu_usage_seconds_total=1234.5, cpu_usage_cores=7.5, memory_current_bytes=8 << 30,
         cpu_some_avg10=12.5, memory_some_avg10=0.0, io_some_avg10=3.0, runq_p99_seconds=0.004,
         faults_total=1000, reclaim_seconds_total=0.25, oom_kills_total=1,
         memory_events_high_total=40, memory_events_max_total=6, memory_events_oom_total=2,
@@ -38,7 +38,7 @@ def _view() -> DaemonView:
     # Two matched cgroups, no probe figures: its probe metrics must be absent, not 0.
     batch = ClassView(
         name="batch", tier=0, weight=1.0, cgroups=("/system.slice/b.service", "/system.slice/a.service"),
-        owned=False, nr_procs=3, cpu_usage_seconds_total=50.0, memory_current_bytes=1 << 20,
+        owned=False, populated=True, cpu_usage_seconds_total=50.0, memory_current_bytes=1 << 20,
         cpu_some_avg10=40.0, demand={"cpu": 2.0, "memory": float(1 << 30)}, allocation={"cpu": 1.0},
     )
     return DaemonView(
@@ -126,7 +126,7 @@ def test_scrape_values(url: str) -> None:
     assert _value(s, "aios_cgroup_cpu_usage_seconds_total", **train) == 1234.5
     assert _value(s, "aios_cgroup_cpu_usage_seconds_total", **batch) == 50.0
     assert _value(s, "aios_cgroup_memory_usage_bytes", **train) == 8 << 30
-    assert _value(s, "aios_cgroup_processes", **batch) == 3
+    assert _value(s, "aios_cgroup_populated", **batch) == 1
     assert _value(s, "aios_cgroup_pressure_some_ratio", **train, resource="cpu") == pytest.approx(0.125)
     assert _value(s, "aios_cgroup_pressure_some_ratio", **train, resource="memory") == 0.0
     assert _value(s, "aios_cgroup_pressure_some_ratio", **batch, resource="cpu") == pytest.approx(0.4)

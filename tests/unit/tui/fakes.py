@@ -90,7 +90,7 @@ def class_dict(name: str, tier: int, cgroups: list[str], alloc: float, usage: fl
                psi: tuple[float, float, float] = (0.0, 0.0, 0.0), runq_ms: float | None = 0.4,
                faults: int = 0, reclaim_s: float = 0.0, oom: int = 0, guard: str = "ok") -> dict[str, object]:
     """A ClassView.to_dict() as the API's `snapshot` returns it."""
-    return {"name": name, "tier": tier, "weight": 1.0, "cgroups": cgroups, "owned": True, "nr_procs": 1,
+    return {"name": name, "tier": tier, "weight": 1.0, "cgroups": cgroups, "owned": True, "populated": True,
             "cpu_usage_seconds_total": 1000.0, "cpu_usage_cores": usage, "memory_current_bytes": int(mem_gib * GiB),
             "cpu_some_avg10": psi[0], "memory_some_avg10": psi[1], "io_some_avg10": psi[2],
             "runq_p99_seconds": None if runq_ms is None else runq_ms / 1e3, "faults_total": faults,
