@@ -447,7 +447,7 @@ class Daemon:
         held_by_guard = self.guard.held_paths()
         if held_by_guard:  # senpai or an escalation step owns these memory.high files now
             plan = Plan(tuple(w for w in plan.writes if w.path not in held_by_guard))
-        selected, held = self.hysteresis.select(plan.writes, now)
+        selected, held = self.hysteresis.select(plan.writes, now, self._tier_of_path() if plan.writes else None)
         self._pending = held
         unavailable = [w for w in selected if not w.available] if self.mode == "active" else []
         for w in unavailable:  # in observe-only the mode line said it once for all
@@ -489,6 +489,24 @@ class Daemon:
             else:
                 self._failed_at[(w.op, w.path, w.new)] = now
         self.hysteresis.written(done, now)
+
+    def _tier_of_path(self) -> Callable[[str], int | None]:
+        """The priority of the class a written path belongs to: its class cgroups' files (and their
+        subtrees: job ranks), or "UNIT/FILE" of a unit-matched class; None for anything else."""
+        prefixes: list[tuple[str, int]] = []
+        for spec in self.policy.classes:
+            t = self.targets.get(spec.name)
+            for rel in t.cgroups if t else ():
+                prefixes.append((f"{self.fs.mount}/{rel}/", spec.priority))
+                unit = rel.rpartition("/")[2]
+                if unit.endswith((".service", ".scope", ".slice")):
+                    prefixes.append((f"{unit}/", spec.priority))
+        prefixes.sort(key=lambda p: -len(p[0]))  # the deepest cgroup first: a class inside another's
+
+        def tier_of(path: str) -> int | None:
+            return next((tier for prefix, tier in prefixes if path.startswith(prefix)), None)
+
+        return tier_of
 
     def _binding_of(self, decision: Decision) -> str:
         b = [f"{x.kind}:{x.resource}" + (f":{x.cls}" if x.cls else "") for x in decision.allocation.bindings]

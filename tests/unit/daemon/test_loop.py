@@ -342,3 +342,49 @@ def test_a_failing_write_is_retried_after_the_cooldown_not_every_tick(host):
     run_ticks(d, clock, 12)
     assert d.view.writes_failed_total == len(tries) and 2 <= len(tries) <= 3
     assert all(b - a >= 5.0 for a, b in zip(tries, tries[1:], strict=False))
+
+
+TIERED = """
+[host]
+reserve_cores = 0
+reserve_memory = 0
+[[class]]
+name = "prot"
+weight = 1000
+priority = 10
+[[class]]
+name = "batch"
+weight = 10
+"""
+
+
+def test_a_busy_phase_after_a_light_one_takes_the_batch_weight_down_with_the_protected_rise(host):
+    """Light phase: the protected class goes quiet, the batch class's weight rises. Busy again: the
+    protected class's rise and the batch class's fall are written in the same tick; the fall does
+    not wait out its cool-down (the VM bench's second busy phases ran ~10 s at half protection)."""
+    root, tmp = host
+    (tmp / "tiered.toml").write_text(TIERED)
+    clock = Clock()
+    d = make(host, clock, policy="tiered.toml", hold_ticks=3, cooldown_s=10.0, half_life_s=1.0)
+    run_ticks(d, clock, 2)
+    used = {"prot": 0, "batch": 0}
+
+    def phase(ticks: int, prot_cores: float) -> list[tuple[int, int]]:
+        seen = []
+        for _ in range(ticks):
+            used["prot"] += int(prot_cores * 1e6)
+            used["batch"] += int((4 - prot_cores) * 1e6)
+            set_usage(root, "prot", used["prot"])
+            set_usage(root, "batch", used["batch"])
+            run_ticks(d, clock, 1)
+            seen.append((int(root.path(f"{CG}/prot/cpu.weight").read_text()),
+                         int(root.path(f"{CG}/batch/cpu.weight").read_text())))
+        return seen
+
+    busy = phase(15, 3.5)
+    light = phase(15, 0.2)
+    assert light[-1][1] > busy[-1][1]  # the batch class was given more while the protected one idled
+    again = phase(6, 3.5)
+    rise = next(i for i, (p, _) in enumerate(again) if p > light[-1][0])
+    assert again[rise][1] < light[-1][1], (light[-1], again)  # batch fell in the same tick
+    d.shutdown()

@@ -193,3 +193,52 @@ def test_usage_rises_at_once_and_falls_with_the_half_life():
     assert s.update({"a": reading(2_100_000)}, None, 2)["a"].cpu_cores == pytest.approx(2.0)
     falling = s.update({"a": reading(2_100_000)}, None, 7)["a"].cpu_cores  # idle for one half-life
     assert falling == pytest.approx(1.0)
+
+
+def _cw(path: str, old: str, new: str) -> Write:
+    return Write("write", path, old, new, "why", "cpu")
+
+
+TIERS = {"/cg/prot/": 10, "/cg/batch/": 0, "/cg/web/": 5}
+
+
+def _tier(path: str) -> int | None:
+    return next((t for p, t in TIERS.items() if path.startswith(p)), None)
+
+
+def test_a_fall_that_makes_room_for_a_higher_tier_goes_with_its_rise():
+    h = Hysteresis(hold_ticks=3, cooldown_s=10)
+    h.written([_cw("/cg/batch/cpu.weight", "1", "139")], 0)  # batch got more in a light phase
+    # busy again: prot rises, batch falls in the same decision; both at once, cool-down or not
+    up, down = _cw("/cg/prot/cpu.weight", "5000", "10000"), _cw("/cg/batch/cpu.weight", "139", "1")
+    assert h.select([up, down], 2, _tier) == ([up, down], 0)
+    # without the tiers (or with no higher rise) the fall waits as before
+    h2 = Hysteresis(hold_ticks=3, cooldown_s=10)
+    h2.written([_cw("/cg/batch/cpu.weight", "1", "139")], 0)
+    assert h2.select([up, down], 2) == ([up], 1)
+    assert h2.select([down], 3, _tier) == ([], 1)
+
+
+def test_only_a_lower_tier_on_the_same_controller_goes_unheld():
+    h = Hysteresis(hold_ticks=3, cooldown_s=10)
+    web_up = _cw("/cg/web/cpu.weight", "100", "500")
+    prot_down = _cw("/cg/prot/cpu.weight", "10000", "5000")  # higher than the rising tier: held
+    batch_down = _cw("/cg/batch/cpu.weight", "100", "10")  # lower: goes
+    batch_mem = Write("write", "/cg/batch/memory.high", "max", str(1 << 30), "why", "memory")  # other controller
+    now, held = h.select([web_up, prot_down, batch_down, batch_mem], 0, _tier)
+    assert now == [web_up, batch_down] and held == 2
+
+
+@given(st.lists(st.tuples(st.sampled_from(sorted(TIERS)), st.integers(1, 10000).filter(lambda v: v != 100)),
+                min_size=1, max_size=6))
+def test_a_lower_tier_never_rises_past_the_hold_because_of_the_rule(changes):
+    """The rule only ever lets falls through: whatever the decision, no write selected is a rise
+    that the plain rule would hold, and every write let through early is a fall below a rising tier."""
+    h = Hysteresis(hold_ticks=3, cooldown_s=10)
+    writes = [_cw(f"{p}cpu.weight", "100", str(v)) for p, v in changes]
+    plain = Hysteresis(hold_ticks=3, cooldown_s=10).select(writes, 0)[0]
+    tiered = h.select(writes, 0, _tier)[0]
+    extra = [x for x in tiered if x not in plain]
+    rising = [_tier(x.path) for x in writes if int(x.new) > 100]
+    for x in extra:
+        assert int(x.new) < 100 and rising and _tier(x.path) < max(rising)
