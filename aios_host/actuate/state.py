@@ -23,7 +23,7 @@ import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from aios_host.errors import AiosError
 from aios_host.kernel.root import SysRoot
@@ -162,6 +162,45 @@ class StateStore:
         records.append(rec)
         self.save(records)
         return records, rec
+
+
+class JournaledValues(NamedTuple):
+    """Per path, from the live records (CLI applies and the daemon's record alike, oldest first)."""
+
+    original: dict[str, str]  # the value before aios-host's first change still in force
+    last: dict[str, str]  # the value aios-host last wrote there
+
+
+_JOURNALED_CACHE: dict[tuple[str, str], tuple[tuple[int, int, int], JournaledValues]] = {}
+
+
+def journaled_values(store: StateStore, op: str) -> JournaledValues:
+    """The journal's values of the paths written with `op`. Read without the lock: save() replaces
+    the file by rename, so a read sees one whole version. decide() asks on every decision and the
+    journal can hold thousands of cgroup writes: the answer is kept until the file changes (a
+    rename gives it a new inode)."""
+    try:
+        st = store.path.stat()
+    except FileNotFoundError:
+        return JournaledValues({}, {})
+    except PermissionError:
+        raise _denied(store.path) from None
+    except OSError as exc:
+        raise AiosError(f"{store.path}: cannot read the journal ({os.strerror(exc.errno or 0)})") from None
+    key = (str(store.path), op)
+    version = (st.st_ino, st.st_mtime_ns, st.st_size)
+    cached = _JOURNALED_CACHE.get(key)
+    if cached is None or cached[0] != version:
+        out = JournaledValues({}, {})
+        for rec in store.load():
+            if rec.status in LIVE:
+                for w in rec.writes:
+                    if w.op == op:
+                        if w.old is not None:
+                            out.original.setdefault(w.path, w.old)
+                        out.last[w.path] = w.new
+        cached = _JOURNALED_CACHE[key] = (version, out)
+    return JournaledValues(dict(cached[1].original), dict(cached[1].last))
 
 
 class DaemonJournal:

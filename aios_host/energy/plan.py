@@ -9,7 +9,12 @@ reconciled from the journal after a crash, by the machinery every other write go
   any EPP but "performance" under it with EBUSY), then scaling_max_freq (cpu_max_freq: a share of
   cpuinfo_max_freq or a frequency, clamped to the cpuinfo range, in kHz). The write and its undo go
   through kernel/cpufreq.py's writers, which check the value against what the driver offers and
-  read it back.
+  read it back. A class with exclusive cores may set cpu_governor / cpu_epp / cpu_max_freq of its
+  own ([class.energy]): they go, key by key instead of the host-wide ones, on the policies whose
+  related_cpus lie wholly inside its CPUs of this decision; a policy that straddles its CPUs and
+  others keeps the host-wide settings and gets a note (cpufreq_classes.py). A knob that no setting
+  asks for on a policy (a class gave those CPUs up, a profile stopped asking) goes back to the
+  value the journal recorded before aios-host first changed it, if it did.
 - NVML, per GPU, op "nvml": the power limit (gpu_power_limit: a share of the maximum constraint or
   watts, clamped to nvmlDeviceGetPowerManagementLimitConstraints, in mW), path
   "nvml/<index>/<uuid>/power_limit_mw". The journaled original is the limit as it was, not the
@@ -25,10 +30,14 @@ from __future__ import annotations
 
 import re
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from aios_host.actuate.state import JournaledValues, StateStore, journaled_values
+from aios_host.energy.cpufreq_classes import ClassCpufreq
+from aios_host.energy.cpufreq_plan import cpufreq_writes
+from aios_host.energy.cpufreq_plan import max_freq_khz as max_freq_khz  # its home before cpufreq_plan.py
 from aios_host.errors import AiosError
 from aios_host.kernel import cpufreq
 from aios_host.kernel.root import SysRoot
@@ -38,27 +47,14 @@ from aios_host.policy.schema import EnergySpec
 
 log = get_logger("aios_host.energy")
 
-PROFILE_GOVERNOR = {"performance": "performance", "powersave": "powersave"}
-PROFILE_EPP = {"performance": "performance", "balanced": None, "powersave": "power"}
 NVML_PREFIX = "nvml/"
-_FREQ = re.compile(r"^(\d+(?:\.\d+)?)\s*(%|kHz|MHz|GHz)$")
 _POWER = re.compile(r"^(\d+(?:\.\d+)?)\s*(%|W)$")
-_FREQ_KHZ = {"kHz": 1, "MHz": 1000, "GHz": 1_000_000}
 
 
 @dataclass(frozen=True)
 class EnergyPlan:
     writes: tuple[Write, ...]
     notes: tuple[str, ...]  # why something the policy asks for is not written on this host
-
-
-def max_freq_khz(spec: str, p: cpufreq.CpufreqPolicy) -> int:
-    m = _FREQ.match(spec.strip())
-    if not m:
-        raise AiosError(f"[energy] cpu_max_freq {spec!r}: expected a share (80%) or a frequency (2.4GHz)")
-    value, unit = float(m.group(1)), m.group(2)
-    khz = p.cpuinfo_max_freq_khz * value / 100 if unit == "%" else value * _FREQ_KHZ[unit]
-    return int(min(max(khz, p.cpuinfo_min_freq_khz), p.cpuinfo_max_freq_khz))
 
 
 def power_limit_mw(spec: str, min_mw: int, max_mw: int) -> int:
@@ -68,41 +64,6 @@ def power_limit_mw(spec: str, min_mw: int, max_mw: int) -> int:
     value, unit = float(m.group(1)), m.group(2)
     mw = max_mw * value / 100 if unit == "%" else value * 1000
     return int(min(max(mw, min_mw), max_mw))
-
-
-def _cpufreq_writes(root: SysRoot, e: EnergySpec, notes: list[str]) -> list[Write]:
-    governor = e.cpu_governor or PROFILE_GOVERNOR.get(e.profile)
-    epp = PROFILE_EPP.get(e.profile)
-    if not (governor or epp or e.cpu_max_freq):
-        return []
-    policies = cpufreq.read_policies(root)
-    if not policies:
-        notes.append(f"cpufreq: {cpufreq.absent_reason(root)}; [energy] CPU settings not applied")
-        return []
-    out = []
-    for p in policies:
-        why = f"[energy] profile {e.profile}"
-        gov = p.governor
-        if governor and governor != p.governor:
-            if governor in p.available_governors:
-                out.append(Write("cpufreq", f"{p.path}/scaling_governor", p.governor, governor,
-                                 f"{why}: governor {governor}", "cpufreq"))
-                gov = governor
-            else:
-                notes.append(f"cpufreq {p.name}: governor {governor!r} not offered by {p.driver} "
-                             f"({', '.join(p.available_governors)})")
-        if epp and p.epp is not None and epp != p.epp and gov != "performance":
-            if epp in p.available_epp:
-                out.append(Write("cpufreq", f"{p.path}/energy_performance_preference", p.epp, epp,
-                                 f"{why}: EPP {epp}", "cpufreq"))
-            else:
-                notes.append(f"cpufreq {p.name}: EPP {epp!r} not offered by {p.driver}")
-        if e.cpu_max_freq:
-            khz = max_freq_khz(e.cpu_max_freq, p)
-            if khz != p.max_freq_khz:
-                out.append(Write("cpufreq", f"{p.path}/scaling_max_freq", str(p.max_freq_khz), str(khz),
-                                 f"[energy] cpu_max_freq {e.cpu_max_freq} = {khz} kHz", "cpufreq"))
-    return out
 
 
 def _gpu_writes(backend: Any, e: EnergySpec, notes: list[str]) -> list[Write]:
@@ -122,11 +83,16 @@ def _gpu_writes(backend: Any, e: EnergySpec, notes: list[str]) -> list[Write]:
 
 
 def energy_plan(root: SysRoot, e: EnergySpec, gpu: Callable[[], Any] | None = None,
-                owners: Callable[[], list[str]] | None = None) -> EnergyPlan:
-    """The writes that bring this host's cpufreq and GPUs to the policy's [energy]. `gpu` opens the
-    GPU backend (default: the process's NVML), `owners` names active owners of the CPU knobs."""
+                owners: Callable[[], list[str]] | None = None, classes: Sequence[ClassCpufreq] = (),
+                journal: Callable[[], JournaledValues] | None = None) -> EnergyPlan:
+    """The writes that bring this host's cpufreq and GPUs to the policy's [energy], and the
+    cpufreq policies inside a class's exclusive CPUs to its [class.energy] (`classes`, from the
+    decision's placement: cpufreq_classes.class_cpufreq). `gpu` opens the GPU backend (default: the
+    process's NVML), `owners` names active owners of the CPU knobs, `journal` reads the journal's
+    cpufreq values (default: the journal under `root`)."""
     notes: list[str] = []
-    cpu = _cpufreq_writes(root, e, notes)
+    cpu = cpufreq_writes(root, e, notes, classes,
+                         journal or (lambda: journaled_values(StateStore(root), "cpufreq")))
     if cpu and e.cpu_owner == "defer":
         active = (owners or _active_owners)()
         if active:

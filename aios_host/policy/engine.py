@@ -9,6 +9,7 @@ import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from aios_host.energy.cpufreq_classes import class_cpufreq
 from aios_host.energy.plan import energy_plan
 from aios_host.kernel.cgroup import CgroupFs
 from aios_host.kernel.inventory import Inventory
@@ -32,7 +33,7 @@ class Decision:
     targets: dict[str, ClassTarget]
     desired: list[DesiredCgroup]
     plan: Plan
-    energy_notes: tuple[str, ...] = ()  # what of [energy] this host cannot take, and why
+    energy_notes: tuple[str, ...] = ()  # what of [energy] / [class.energy] this host cannot take, and why
 
 
 def core_requests(policy: Policy, inv: Inventory) -> list[CoreRequest]:
@@ -118,6 +119,7 @@ def decide(
         demand_cpu = {c.name: float(c.demand.get("cpu", 0.0)) for c in problem.classes}
         desired = [d._replace(cpu_alloc_cores=min(d.cpu_alloc_cores, demand_cpu.get(d.cls, 0.0))) for d in desired]
         plan = make_plan(fs, desired)
-        energy = energy_plan(fs.root, policy.energy)
+        # per-class cpufreq settings follow the exclusive CPUs this decision placed
+        energy = energy_plan(fs.root, policy.energy, classes=class_cpufreq(policy, cores.cpus))
         plan = Plan(plan.writes + energy.writes)
         return Decision(policy, cap, problem, allocation, cores, targets, desired, plan, energy.notes)

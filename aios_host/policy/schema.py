@@ -60,6 +60,16 @@ NUMA_NODES_MAX = 1024  # MAX_NUMNODES with the largest NODES_SHIFT (10)
 GPU_INDEX_MAX = 1023
 IOPS_MAX = (1 << 63) - 1  # io.max parses u64; kept to the same bound as sizes
 
+# cpufreq values, one type each for the host-wide [energy] and a class's [class.energy]: what
+# energy/plan.py can turn into a write (it checks them again against what the driver offers).
+CpuGovernor = Literal["performance", "powersave", "schedutil", "ondemand", "conservative"]
+# energy_performance_available_preferences as intel_pstate and amd-pstate-epp list them
+CpuEpp = Literal["default", "performance", "balance_performance", "balance_power", "power"]
+# a share of cpuinfo_max_freq (80%) or a frequency (2.4GHz): energy/plan.py's max_freq_khz
+CpuMaxFreq = Annotated[str, Field(pattern=r"^\d+(\.\d+)?\s*(%|[kMG]Hz)$")]
+# [class.energy] keys that set the class's CPUs' cpufreq policies
+CLASS_CPUFREQ_KEYS = ("cpu_governor", "cpu_epp", "cpu_max_freq")
+
 
 def _no_dot_segments(path: str) -> str:
     """A cgroup path that stays where it is said to be: no '.' or '..' segment, no empty one, each
@@ -205,7 +215,19 @@ class ClassEnergySpec(_Strict):
     `gpu_power_limit = "auto"` searches, while such a job runs, the power limit of the GPUs its
     ranks use that costs the least GPU energy per training step within `max_slowdown` of the step
     time at the limit the GPUs had, holds it, and restores that limit when the job ends
-    (energy/auto_runner.py). A fixed limit is host-wide: [energy] gpu_power_limit."""
+    (energy/auto_runner.py). A fixed limit is host-wide: [energy] gpu_power_limit.
+
+    cpu_governor / cpu_epp / cpu_max_freq: the cpufreq settings of the class's exclusive CPUs
+    (cpu.exclusive), instead of the host-wide [energy] ones, on every cpufreq policy that lies
+    wholly inside them (energy/cpufreq_classes.py)."""
+
+    cpu_governor: CpuGovernor | None = Field(
+        default=None, description="cpufreq governor of the class's exclusive CPUs (needs cpu.exclusive)")
+    cpu_epp: CpuEpp | None = Field(
+        default=None, description="energy_performance_preference of the class's exclusive CPUs")
+    cpu_max_freq: CpuMaxFreq | None = Field(
+        default=None, description="scaling_max_freq of the class's exclusive CPUs: a share of cpuinfo_max_freq "
+                                  "(80%) or a frequency (2.4GHz)")
 
     gpu_power_limit: Literal["auto"] | None = Field(
         default=None, description="'auto': search the power limit while a job of the class runs")
@@ -219,6 +241,15 @@ class ClassEnergySpec(_Strict):
     power_step_watts: float = Field(default=25.0, ge=1, le=1000, allow_inf_nan=False,
                                     description="auto: distance between two power limits tried")
 
+    @model_validator(mode="after")
+    def _epp_the_governor_allows(self) -> ClassEnergySpec:
+        # intel_pstate and amd-pstate-epp pin the EPP under the performance governor and answer
+        # EBUSY to any other: the pair could never be applied.
+        if self.cpu_governor == "performance" and self.cpu_epp not in (None, "performance"):
+            raise ValueError(f"cpu_epp {self.cpu_epp!r} under cpu_governor 'performance': intel_pstate and "
+                             "amd-pstate take no EPP but 'performance' under that governor")
+        return self
+
 
 class ClassSpec(_Strict):
     name: str = Field(pattern=NAME_RE, description="also the class cgroup's name")
@@ -230,6 +261,18 @@ class ClassSpec(_Strict):
     memory: MemorySpec = Field(default_factory=MemorySpec)
     io: IoSpec = Field(default_factory=IoSpec)
     energy: ClassEnergySpec = Field(default_factory=ClassEnergySpec)
+
+    @model_validator(mode="after")
+    def _cpufreq_needs_exclusive_cores(self) -> ClassSpec:
+        # A cpufreq policy sets the frequency of whole CPUs: only CPUs the class has to itself can
+        # run at its settings without imposing them on every class it shares CPUs with.
+        if not self.cpu.exclusive:
+            key = next((k for k in CLASS_CPUFREQ_KEYS if getattr(self.energy, k) is not None), None)
+            if key:
+                raise ValueError(f"class {self.name!r}: energy.{key} needs exclusive cores (cpu.exclusive = true "
+                                 "with cpu.min = N): a CPU frequency setting covers whole CPUs, and this class "
+                                 "shares its CPUs")
+        return self
 
 
 class MemoryGuardSpec(_Strict):
@@ -275,8 +318,8 @@ class EnergySpec(_Strict):
     """CPU frequency (cpufreq) and GPU power (NVML) settings: energy/plan.py turns them into writes."""
 
     profile: Literal["performance", "balanced", "powersave"] = "balanced"
-    cpu_governor: Literal["performance", "powersave", "schedutil", "ondemand", "conservative"] | None = None
-    cpu_max_freq: str | None = Field(default=None, pattern=r"^\d+(\.\d+)?\s*(%|[kMG]Hz)$")
+    cpu_governor: CpuGovernor | None = None
+    cpu_max_freq: CpuMaxFreq | None = None
     gpu_power_limit: str | None = Field(default=None, pattern=r"^\d+(\.\d+)?\s*(%|W)$")
     cpu_owner: Literal["defer", "take-over"] = Field(
         default="defer", description="tuned, power-profiles-daemon or TLP active: leave the CPU knobs to them, or not")
