@@ -123,3 +123,9 @@ def test_policy_apply_refused_up_front_where_controllers_are_missing(fs, tmp_pat
     dry = subprocess.run([sys.executable, "-m", "aios_host", "policy", "apply", "--dry-run", "--sample-ms", "0",
                           policies], capture_output=True, text=True)
     assert dry.returncode == 0 and "controller here" in dry.stdout
+
+
+def test_energy_status_says_what_this_machine_has_and_why_not_the_rest():
+    from tests.energy_honesty import PYTHON_CLI, check_against_the_machine, energy_status
+
+    check_against_the_machine(energy_status(PYTHON_CLI))
