@@ -644,16 +644,18 @@ _MEDIAN_KEYS = ("busy_rps", "busy_p99_ms", "light_p99_ms", "bogo_ops", "batch_cp
 
 
 def merge_rounds(configs: list[dict[str, object]]) -> list[dict[str, object]]:
-    """One result per configuration: the median over its rounds of each figure (per busy/light
-    phase too), in the order of the first round. The VM's speed drifts by ~10% over a run, so one
-    round's ranking of configurations within a few points is noise; interleaved rounds and their
-    median are not."""
+    """One result per configuration: the median over its uncontended rounds (all, if none is) of
+    each figure (per busy/light phase too), in the order of the first round. The VM's speed drifts
+    by 10-20% over a run, so one round's ranking of configurations within a few points is noise;
+    interleaved rounds and their median less so."""
     by: dict[str, list[dict[str, object]]] = {}
     for c in configs:
         if c.get("busy_rps"):
             by.setdefault(str(c["name"]), []).append(c)
     out = []
     for rs in by.values():
+        if any(not r.get("contended") for r in rs):  # a round the host disturbed says nothing
+            rs = [r for r in rs if not r.get("contended")]
         m: dict[str, object] = {**rs[0], "rounds": len(rs), "contended": any(r.get("contended") for r in rs)}
         for k in _MEDIAN_KEYS:
             vals = [float(r[k]) for r in rs if r.get(k) is not None]  # type: ignore[arg-type]
