@@ -58,8 +58,10 @@ class SlowSource(Generic[T]):
         self._thread = threading.Thread(target=self._run, name=f"source-{name}", daemon=True)
         self.skips = 0
         self._stale = False
+        self._started_at: float | None = None
 
     def start(self) -> SlowSource[T]:
+        self._started_at = self._clock()
         self._thread.start()
         return self
 
@@ -106,9 +108,11 @@ class SlowSource(Generic[T]):
         """The newest sample; counts a skip and logs once when it is older than the deadline."""
         with self._lock:
             value, at, err = self._value, self._at, self._error
-        age = None if at is None else self._clock() - at
+        now = self._clock()
+        age = None if at is None else now - at
         fresh = age is not None and age <= self.deadline_s
-        if not fresh and not self._failed:
+        starting = at is None and self._started_at is not None and now - self._started_at <= self.deadline_s
+        if not fresh and not self._failed and not starting:  # the first sample is not late until its deadline
             self.skips += 1
             if not self._stale:
                 log.warning("source_stale", source=self.name, age_s=None if age is None else round(age, 3),

@@ -242,3 +242,20 @@ def test_a_lower_tier_never_rises_past_the_hold_because_of_the_rule(changes):
     rising = [_tier(x.path) for x in writes if int(x.new) > 100]
     for x in extra:
         assert int(x.new) < 100 and rising and _tier(x.path) < max(rising)
+
+
+def test_a_source_is_not_late_before_its_first_deadline():
+    """The daemon's first tick comes before the energy/probe threads' first sample: not a skip."""
+    import threading
+
+    t = [100.0]
+    gate = threading.Event()
+    src = SlowSource("slow", lambda: gate.wait(5) or 1, interval_s=1.0, deadline_s=3.0, clock=lambda: t[0]).start()
+    try:
+        got = src.latest()
+        assert got.value is None and not got.fresh and src.skips == 0 and src.health().skips_total == 0
+        t[0] += 3.5  # past the deadline and still nothing: now it is late
+        assert src.latest().value is None and src.skips == 1
+    finally:
+        gate.set()
+        src.stop()
