@@ -91,8 +91,10 @@ unit: setup
 vm-build: setup
 	vagrant/qemu-vm build
 
+# The suite takes ~26 min under TCG (58+ tests, several boot the service and squeeze memory);
+# qemu-vm's default 30 min timeout left too little room.
 vm-test: setup
-	vagrant/qemu-vm test --out $(VM_OUT)
+	vagrant/qemu-vm test --timeout 3000 --out $(VM_OUT)
 
 # The daemon in the foreground with the default policy: Ctrl-C restores what it changed. On a host
 # whose cgroup v2 has no controllers (hybrid) it runs observe-only and says so once. Its API is at
