@@ -19,7 +19,9 @@ reconciled from the journal after a crash, by the machinery every other write go
   watts, clamped to nvmlDeviceGetPowerManagementLimitConstraints, in mW), path
   "nvml/<index>/<uuid>/power_limit_mw". The journaled original is the limit as it was, not the
   maximum (Zeus restores the maximum); NVML limits outlive the process, so a crash is reconciled
-  from the journal at the next start like any other write.
+  from the journal at the next start like any other write. The `auto` search (auto_runner.py)
+  also locks SM clocks, path "nvml/<index>/<uuid>/locked_sm_clocks_mhz", value "<min>-<max>" MHz
+  or "none" (unlocked: its journaled original, so undo and rollback reset the lock).
 A host without cpufreq or a GPU gets no writes for them: a note says so (`policy explain`, the
 daemon's log), and the rest of the policy applies. Where tuned, power-profiles-daemon or TLP own
 the CPU knobs, the cpufreq writes are left out too (`[energy] cpu_owner = "defer"`, the default),
@@ -134,6 +136,25 @@ def shared_gpu_backend() -> Any:
 # -- doing and undoing one write (actuate/apply.py) ---------------------------------------------
 
 
+LOCKED_SM_CLOCKS_KNOB = "locked_sm_clocks_mhz"  # value "<min>-<max>" (MHz, from the supported list) or "none"
+UNLOCKED = "none"
+
+
+def locked_clocks_value(min_mhz: int, max_mhz: int) -> str:
+    return f"{min_mhz}-{max_mhz}"
+
+
+def parse_locked_clocks(value: str) -> tuple[int, int] | None:
+    """"none": unlocked (nvmlDeviceResetGpuLockedClocks); "<min>-<max>": locked; else AiosError."""
+    v = value.strip()
+    if v == UNLOCKED:
+        return None
+    lo, sep, hi = v.partition("-")
+    if not sep or not lo.isdigit() or not hi.isdigit():
+        raise AiosError(f"locked SM clocks {value!r}: expected \"<min>-<max>\" in MHz or \"none\"")
+    return int(lo), int(hi)
+
+
 def _policy_and_knob(path: str) -> tuple[str, str]:
     head, _, knob = path.rpartition("/")
     return head.rpartition("/")[2], knob
@@ -153,7 +174,19 @@ def set_value(root: SysRoot, op: str, path: str, value: str, gpu: Callable[[], A
         else:
             raise AiosError(f"{path}: not a cpufreq knob aios-host writes")
     elif op == "nvml":
-        index = int(path[len(NVML_PREFIX):].split("/", 1)[0])
-        (gpu or shared_gpu_backend)().set_power_limit(index, int(value))
+        head, knob = path[len(NVML_PREFIX):].split("/", 1)[0], path.rpartition("/")[2]
+        if not path.startswith(NVML_PREFIX) or not head.isdigit():
+            raise AiosError(f"{path}: not an NVML knob aios-host writes")
+        index = int(head)
+        if knob == "power_limit_mw" and value.strip().isdigit():
+            (gpu or shared_gpu_backend)().set_power_limit(index, int(value))
+        elif knob == LOCKED_SM_CLOCKS_KNOB:
+            clocks = parse_locked_clocks(value)
+            if clocks is None:
+                (gpu or shared_gpu_backend)().reset_sm_clocks(index)
+            else:
+                (gpu or shared_gpu_backend)().lock_sm_clocks(index, *clocks)
+        else:
+            raise AiosError(f"{path}: {value!r} is not a value of an NVML knob aios-host writes")
     else:
         raise AiosError(f"{path}: op {op!r} is not an energy write")

@@ -24,6 +24,7 @@ from typing import Any
 from aios_host.errors import AiosError
 from aios_host.kernel import cpufreq, rapl
 from aios_host.kernel.gpu import GpuBackend, GpuInfo
+from aios_host.kernel.knob import KnobUnavailable
 from aios_host.kernel.root import SysRoot
 from aios_host.log import get_logger
 
@@ -51,6 +52,10 @@ class GpuSample:
     power_limit_max_watts: float | None = None
     clock_event_reasons: tuple[str, ...] = ()
     external_slowdown: bool = False  # HwSlowdown, thermal, power brake: nothing aios-host set
+    # SM clocks the GPU can be locked to, highest first (read once, at the first sample); empty:
+    # not lockable here, and sm_clocks_absent says why (MIG, NOT_SUPPORTED, NO_PERMISSION)
+    supported_sm_clocks_mhz: tuple[int, ...] = ()
+    sm_clocks_absent: str | None = None
     error: str | None = None  # this device could not be read this time
 
     def to_dict(self) -> dict[str, Any]:
@@ -166,6 +171,7 @@ class EnergySampler:
         self._gpu_reason: str | None = "not opened"
         self._infos: list[GpuInfo] = []
         self._gpu_totals: dict[int, _GpuTotal] = {}
+        self._sm_clocks: dict[int, tuple[tuple[int, ...], str | None]] = {}
 
     def open(self) -> None:
         self._open_rapl()
@@ -244,6 +250,7 @@ class EnergySampler:
             lim = self._gpu.power_limits(i)
         except AiosError as exc:  # a lost GPU: this device says so, the others are still read
             return GpuSample(i, info.uuid, info.name, error=str(exc))
+        clocks, clocks_absent = self._supported_sm_clocks(i)
         total = None
         if s.energy_mj is not None:
             total = self._gpu_totals.setdefault(i, _GpuTotal()).update(s.energy_mj) / 1000
@@ -256,4 +263,19 @@ class EnergySampler:
             enforced_power_limit_watts=None if lim is None else _per_1000(lim.enforced_mw),
             power_limit_min_watts=None if lim is None else _per_1000(lim.min_mw),
             power_limit_max_watts=None if lim is None else _per_1000(lim.max_mw),
-            clock_event_reasons=s.clock_event_reasons, external_slowdown=s.external_slowdown)
+            clock_event_reasons=s.clock_event_reasons, external_slowdown=s.external_slowdown,
+            supported_sm_clocks_mhz=clocks, sm_clocks_absent=clocks_absent)
+
+    def _supported_sm_clocks(self, i: int) -> tuple[tuple[int, ...], str | None]:
+        """The lockable SM clocks, read once per GPU (the list does not change while the driver
+        runs); a read that failed (a lost GPU) is tried again at the next sample."""
+        assert self._gpu is not None
+        if i not in self._sm_clocks:
+            try:
+                clocks = tuple(self._gpu.supported_sm_clocks_mhz(i))
+                self._sm_clocks[i] = (clocks, None if clocks else "NVML lists no supported SM clocks")
+            except KnobUnavailable as exc:
+                self._sm_clocks[i] = ((), str(exc))
+            except AiosError as exc:
+                return (), str(exc)
+        return self._sm_clocks[i]

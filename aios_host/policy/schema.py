@@ -214,8 +214,9 @@ class ClassEnergySpec(_Strict):
     """GPU power for the class's jobs (aios-host jobs of this class, or with match.job's label):
     `gpu_power_limit = "auto"` searches, while such a job runs, the power limit of the GPUs its
     ranks use that costs the least GPU energy per training step within `max_slowdown` of the step
-    time at the limit the GPUs had, holds it, and restores that limit when the job ends
-    (energy/auto_runner.py). A fixed limit is host-wide: [energy] gpu_power_limit.
+    time at the limit the GPUs had, holds it, and restores that limit when the job ends; where that
+    cap never binds (no SwPowerCap), it searches the locked SM clock the same way and resets the
+    clocks at the end (energy/auto_runner.py). A fixed limit is host-wide: [energy] gpu_power_limit.
 
     cpu_governor / cpu_epp / cpu_max_freq: the cpufreq settings of the class's exclusive CPUs
     (cpu.exclusive), instead of the host-wide [energy] ones, on every cpufreq policy that lies

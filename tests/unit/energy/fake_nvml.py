@@ -236,10 +236,12 @@ class FakeNvml:
             raise pynvml.NVMLError(pynvml.NVML_ERROR_NOT_SUPPORTED)
         if min_mhz > max_mhz:
             raise pynvml.NVMLError(pynvml.NVML_ERROR_INVALID_ARGUMENT)
+        self._tick()  # energy so far at the old clock
         g.locked_mhz = (min_mhz, max_mhz)
 
     def nvmlDeviceResetGpuLockedClocks(self, g: FakeGpu) -> None:
         self._need_root()
+        self._tick()
         g.locked_mhz = None
 
     # -- persistence ---------------------------------------------------------------------------

@@ -8,13 +8,21 @@ import pytest
 
 from aios_host.energy import plan as energy
 from aios_host.energy.auto_jobs import AutoClass, JobProgress
-from aios_host.energy.auto_runner import AUTO_REASON, AutoPowerRunner, nvml_path, settings_w
+from aios_host.energy.auto_runner import (
+    AUTO_REASON,
+    AutoPowerRunner,
+    clock_path,
+    clock_settings_mhz,
+    nvml_path,
+    settings_w,
+)
 from aios_host.energy.telemetry import EnergySampler
+from aios_host.errors import AiosError
 from aios_host.kernel.root import SysRoot
 from aios_host.policy.plan import Write
 from aios_host.policy.schema import ClassEnergySpec
-from tests.unit.energy.fake_nvml import FakeGpu, fake_gpu_backend
-from tests.unit.energy.sim_job import Clock, SimJob
+from tests.unit.energy.fake_nvml import H100_CLOCKS_MHZ, FakeGpu, fake_gpu_backend
+from tests.unit.energy.sim_job import Clock, MemJob, SimJob
 from tests.unit.energy.test_auto_search import Job, brute_force
 from tests.unit.energy.test_rapl import fake_rapl
 
@@ -27,7 +35,7 @@ class Harness:
     """A runner, the energy sampler over a fake NVML, and a journal that keeps first originals as
     the daemon's does; `apply` writes through energy/plan.py's checking writer."""
 
-    def __init__(self, tmp_path, job: Job, *, bound: float = 0.05, gpus: int = 1, root: SysRoot | None = None,
+    def __init__(self, tmp_path, job: Job | MemJob, *, bound: float = 0.05, gpus: int = 1, root: SysRoot | None = None,
                  limit_mw: int = ADMIN_LIMIT_MW, **spec) -> None:
         self.clock = Clock()
         fakes = [FakeGpu(uuid=f"GPU-{i}", limit_mw=limit_mw) for i in range(gpus)]
@@ -49,7 +57,10 @@ class Harness:
         self.writes.append(w)
         if self.fail_writes:
             return False
-        energy.set_value(self.root, w.op, w.path, w.new, gpu=lambda: self.backend)
+        try:
+            energy.set_value(self.root, w.op, w.path, w.new, gpu=lambda: self.backend)
+        except AiosError:  # as the daemon's _write: logged, and the caller told
+            return False
         return True
 
     def original_of(self, path: str) -> str | None:
@@ -109,6 +120,8 @@ def test_the_runner_holds_what_a_brute_force_sweep_finds_and_restores_the_origin
     assert held == brute_force(job, CAPS_W, bound)
     h.tick()
     assert h.limits_w() == [held]  # what it holds is what the GPU has
+    assert s.knob == "power" and s.view()["knob_reason"].startswith("power limit: the cap bound (SwPowerCap)")
+    assert h.gpus[0].locked_mhz is None
     # every measured setting's figures are the simulated job's, within the resolution
     for r in s.search.results():
         assert r.step_time_s == pytest.approx(job.step_time_s(r.setting), rel=0.01)
@@ -321,3 +334,144 @@ def test_a_limit_changed_behind_the_search_is_set_back_and_its_window_discarded(
     while s.measurements == 0:
         h.tick()
     assert s.search.results()[0].energy_per_step_j == pytest.approx(CASES[0][0].energy_j(600), rel=0.01)
+
+
+# -- locked SM clocks, where no power cap binds ------------------------------------------------------
+
+CLOCKS_MHZ = clock_settings_mhz(H100_CLOCKS_MHZ)
+# Memory-bound phases drawing 120-180 W, under the lowest limit (200 W): no cap ever binds. Each
+# decided clear of the resolution, as CASES are.
+MEM_CASES = [
+    (MemJob(static_w=60, dyn_w=60, compute=0.3, t0_s=0.5), 0.12),
+    (MemJob(static_w=60, dyn_w=60, compute=0.3, t0_s=0.8, exponent=3), 0.2),
+    (MemJob(static_w=60, dyn_w=40, compute=0.5, t0_s=0.4, exponent=3), 0.08),
+]
+
+
+def _clear_clocks(job: MemJob, bound: float, margin: float = 0.01) -> bool:
+    slow = {c: job.step_time_s(c) / job.step_time_s(CLOCKS_MHZ[0]) - 1 for c in CLOCKS_MHZ}
+    within = sorted(job.energy_j(c) for c in CLOCKS_MHZ if slow[c] <= bound)
+    return all(abs(s - bound) > margin or s == 0 for s in slow.values()) and (
+        len(within) < 2 or within[1] > within[0] * (1 + 2 * margin))
+
+
+def test_clock_settings_from_the_top_in_steps_down_to_the_lowest():
+    assert CLOCKS_MHZ[:3] == [1980, 1875, 1770] and CLOCKS_MHZ[-2:] == [300, 210]
+    assert all(a - b >= 90 for a, b in zip(CLOCKS_MHZ, CLOCKS_MHZ[1:], strict=False))
+    assert set(CLOCKS_MHZ) <= set(H100_CLOCKS_MHZ)
+    assert clock_settings_mhz([1410]) == [1410] and clock_settings_mhz([]) == []
+
+
+@pytest.mark.parametrize(("job", "bound"), MEM_CASES)
+def test_where_no_cap_binds_the_runner_locks_sm_clocks_and_holds_what_a_sweep_finds(tmp_path, job, bound):
+    assert _clear_clocks(job, bound) and job.need_w < 200
+    h = Harness(tmp_path, job, bound=bound)
+    h.tick()
+    s = h.runner.searches["job1"]
+    # the power walk first: all the way down (nothing slows), SwPowerCap never set
+    while s.knob == "power":
+        assert s.search.phase.value != "hold" and h.clock.t < 5000
+        h.tick()
+    assert s.power_search.chosen is not None and s.cap_bound is False and s.busy_samples > 0
+    assert [r.setting for r in s.power_search.results()] == CAPS_W
+    assert h.limits_w() == [600.0]  # the limit it tried is back at its original
+    assert s.view()["knob_reason"].startswith("SM clocks: the power cap never bound")
+    held = h.run_until_held()
+    assert list(s.search.settings) == CLOCKS_MHZ
+    assert held == brute_force(job, CLOCKS_MHZ, bound)
+    h.tick()
+    assert h.gpus[0].locked_mhz == (210, held) and h.sim.sm_clock_mhz == held
+    for r in s.search.results():
+        assert r.step_time_s == pytest.approx(job.step_time_s(r.setting), rel=0.01)
+        assert r.energy_per_step_j == pytest.approx(job.energy_j(r.setting), rel=0.01)
+    # every lock a journaled Write whose original is "unlocked"
+    path = clock_path(0, UUID0)
+    assert h.journal[path].old == "none" and h.journal[path].op == "nvml"
+    locks = [w for w in h.writes if w.path == path]
+    walked = [int(r.setting) for r in s.search.results()]  # the top first, one write per setting
+    assert [w.new for w in locks] == [f"210-{c}" for c in walked] + ([f"210-{held:g}"] if held != walked[-1] else [])
+    assert all(w.reason.startswith(AUTO_REASON) for w in locks)
+    view = s.view()
+    assert view["knob"] == "sm_clock" and view["clocks"]["chosen"]["setting_mhz"] == held
+    assert view["clocks"]["chosen"]["energy_saved_ratio"] > 0.05
+    # holding writes nothing more; the job ends: the clocks are reset, the limit is the original
+    n = len(h.writes)
+    for _ in range(int(60 / DT)):
+        h.tick()
+    assert len(h.writes) == n
+    h.tick(jobs=[])
+    assert h.gpus[0].locked_mhz is None and h.limits_w() == [600.0]
+    (ended,) = h.runner.view()
+    assert ended["restored_clocks"] == {"0": "none"} and ended["knob"] == "sm_clock"
+
+
+def _clock_search(h: Harness):
+    h.tick()
+    s = h.runner.searches["job1"]
+    while s.knob == "power" and not s.knob_decided:
+        assert h.clock.t < 5000
+        h.tick()
+    return s
+
+
+def test_a_rollback_of_the_journal_resets_the_clocks_and_the_limit(tmp_path):
+    h = Harness(tmp_path, *MEM_CASES[0][:1], bound=MEM_CASES[0][1])
+    s = _clock_search(h)
+    while len(s.search.results()) < 2:
+        h.tick()
+    h.tick()
+    assert s.knob == "clocks" and h.gpus[0].locked_mhz is not None
+    h.gpus[0].limit_mw = 450_000  # as if the walk were still on the limit: the journal has both
+    for w in h.journal.values():  # actuate/apply.py's undo: the first write's old, through set_value
+        energy.set_value(h.root, w.op, w.path, w.old, gpu=lambda: h.backend)
+    assert h.gpus[0].locked_mhz is None and h.limits_w() == [600.0]
+    h.tick(acting=False, mode="paused")
+    assert not h.runner.searches
+
+
+def test_a_lock_left_by_a_dead_daemon_is_reset(tmp_path):
+    h = Harness(tmp_path, CASES[0][0])
+    h.gpus[0].locked_mhz = (210, 1200)
+    path = clock_path(0, UUID0)
+    h.runner.adopt([Write("nvml", path, "none", "210-1200", f"{AUTO_REASON} descend: job x", "nvml")])
+    h.tick()  # even with a search on the GPU: its measurements must not run under the old lock
+    assert h.gpus[0].locked_mhz is None and [w.new for w in h.writes] == ["none"]
+    h.tick()
+    assert len(h.writes) == 1
+
+
+@pytest.mark.parametrize(("unsupported", "reason"), [
+    ("nvmlDeviceSetGpuLockedClocks", "power limit: the cap never bound, but locking gpu0's SM clocks failed"),
+    ("nvmlDeviceGetSupportedGraphicsClocks", "power limit: the cap never bound (no SwPowerCap while busy), but "
+                                             "gpu0's SM clocks cannot be locked here (gpu0 locked_sm_clocks"),
+])
+def test_a_gpu_whose_clocks_cannot_be_locked_stays_on_the_power_limit_and_says_why(tmp_path, unsupported, reason):
+    h = Harness(tmp_path, MEM_CASES[0][0], bound=MEM_CASES[0][1])
+    h.nvml.unsupported.add(unsupported)
+    s = _clock_search(h)
+    h.tick()
+    assert s.knob == "power" and s.view()["knob_reason"].startswith(reason), s.view()["knob_reason"]
+    assert h.gpus[0].locked_mhz is None and "job1" in h.runner.searches
+    held = s.search.chosen
+    assert held is not None and s.search is s.power_search
+    for _ in range(int(40 / DT)):
+        h.tick()
+    assert h.limits_w() == [held.setting]  # it holds the power walk's choice
+    n = len(h.writes)
+    for _ in range(int(40 / DT)):
+        h.tick()
+    assert len(h.writes) == n  # and tries the clocks no more
+    h.tick(jobs=[])
+    assert h.limits_w() == [600.0] and h.gpus[0].locked_mhz is None
+
+
+@pytest.mark.parametrize(("path", "value"), [
+    ("nvml/0/GPU-0/locked_sm_clocks_mhz", "fast"), ("nvml/0/GPU-0/locked_sm_clocks_mhz", "1410"),
+    ("nvml/0/GPU-0/locked_sm_clocks_mhz", "210-1411"), ("nvml/0/GPU-0/power_limit_mw", "300W"),
+    ("nvml/0/GPU-0/fan_speed", "1"), ("nvml/x/GPU-0/power_limit_mw", "300000"),
+])
+def test_a_bad_nvml_write_is_a_one_line_error(tmp_path, path, value):
+    backend, nvml = fake_gpu_backend()
+    with pytest.raises(AiosError):
+        energy.set_value(SysRoot(tmp_path), "nvml", path, value, gpu=lambda: backend)
+    assert "nvmlDeviceSetGpuLockedClocks" not in nvml.calls and "nvmlDeviceSetPowerManagementLimit" not in nvml.calls
