@@ -15,6 +15,7 @@ The budget is fixed (max_examples); tests/bench/bench_fuzz.py reports the throug
 from __future__ import annotations
 
 import contextlib
+import copy
 import hashlib
 import io
 import json
@@ -137,7 +138,11 @@ def _put(doc: Any, path: tuple, value: Any) -> None:
 @st.composite
 def hostile_policy(draw: st.DrawFn) -> dict[str, Any]:
     """A plausible policy with 0-2 of its values (mostly one) replaced by hostile ones (or unknown keys added)."""
-    doc: dict[str, Any] = {"class": [draw(plausible_class(i)) for i in range(draw(st.integers(1, 3)))]}
+    # Copies: _put mutates the document, and a value a strategy returns (st.just of a list) is the
+    # same object in every example; mutated in place, it changed what later examples drew
+    # (hypothesis: FlakyStrategyDefinition, with seed 31).
+    doc: dict[str, Any] = {"class": [copy.deepcopy(draw(plausible_class(i)))
+                                     for i in range(draw(st.integers(1, 3)))]}
     if draw(st.booleans()):
         doc["host"] = draw(st.fixed_dictionaries({}, optional={
             "reserve_cores": CORES, "reserve_memory": SIZE,
@@ -148,10 +153,10 @@ def hostile_policy(draw: st.DrawFn) -> dict[str, Any]:
         if values and draw(st.integers(0, 4)) > 0:
             spots = values  # mostly a value: where the kernel's ranges matter
         if not spots or draw(st.integers(0, 9)) == 0:
-            doc[draw(st.text(min_size=1, max_size=8))] = draw(HOSTILE)  # an unknown top-level key
+            doc[draw(st.text(min_size=1, max_size=8))] = copy.deepcopy(draw(HOSTILE))  # an unknown top-level key
             continue
         spot = draw(st.sampled_from(spots))
-        _put(doc, spot, draw(hostile_for(spot)))
+        _put(doc, spot, copy.deepcopy(draw(hostile_for(spot))))
     return doc
 
 
