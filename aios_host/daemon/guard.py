@@ -136,6 +136,7 @@ class GuardRunner:
         g = policy.memory_guard
         cap = memory_capacity_bytes
         self.policy = policy
+        self._any_auto = any(c.memory.high == "auto" for c in policy.classes)  # not per tick
         self.enabled = g.enabled
         self.senpai_params = SenpaiParams(
             interval_ticks=g.interval_seconds, pressure_usec=int(g.pressure_ms * 1000), max_probe=g.max_probe,
@@ -154,7 +155,7 @@ class GuardRunner:
             e.safe_since, e.in_danger = before.safe_since, before.in_danger
 
     def active(self) -> bool:
-        return self.enabled or any(c.memory.high == "auto" for c in self.policy.classes)
+        return self.enabled or self._any_auto
 
     def held_paths(self) -> frozenset[str]:
         return frozenset(self.held)

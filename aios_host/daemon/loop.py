@@ -129,6 +129,7 @@ class Daemon:
         self._energy_source: SlowSource[Any] | None = None
         self._energy_sample: Any = None  # the latest EnergySample, fresh or not (the view shows its age)
         self.auto = AutoPowerRunner()
+        self._auto_classes: tuple[Any, tuple[Any, ...]] = (None, ())
         self._readings: dict[str, ClassReading] = {}
         self._usage: dict[str, ClassUsage] = {}
         self._index: Any = None
@@ -405,7 +406,9 @@ class Daemon:
             return
         sampled = self._energy_source.latest()
         self._energy_sample = sampled.value
-        classes = auto_classes(self.policy)
+        if self._auto_classes[0] is not self.policy:  # per policy, not per tick (1000 classes)
+            self._auto_classes = (self.policy, auto_classes(self.policy))
+        classes = self._auto_classes[1]
         if not classes and not self.auto.wants_jobs():
             return
         acting = self.mode == "active" and not self._paused

@@ -105,19 +105,6 @@ def one_run(way: str, i: int) -> dict:
     return res
 
 
-SENPAI_POLICY = """description = "senpai bench"
-[host]
-reserve_cores = 0
-reserve_memory = 0
-[memory_guard]
-interval_seconds = 1
-max_probe = 0.25
-min_size = "32M"
-[[class]]
-name = "cache"
-match.comm = "^memwork$"
-{high}
-"""
 # A cold 512 MiB file, written and read once; then fixed work on a hot 64 MiB file: read it all and
 # hash it, argv[3] times; the seconds the work took go to argv[4] (after "ready" once the cold part
 # is done). memory.current is sampled from "ready" on.
@@ -147,7 +134,7 @@ def senpai_run(auto: bool, rounds: int) -> dict:
     """The idle-heavy class once, with memory.high left alone or "auto"; memory.current sampled
     each second over the work."""
     Path("/etc/aios-host/policy.toml").write_text(
-        SENPAI_POLICY.format(high='memory.high = "auto"' if auto else ""))
+        squeeze.senpai_policy("senpai bench", "memwork", auto))
     sh("systemctl", "reload", "aios-host.service", check=True)
     time.sleep(2)
     out, cold, hot = Path("/tmp/memwork.out"), Path("/var/tmp/memwork.cold"), Path("/var/tmp/memwork.hot")

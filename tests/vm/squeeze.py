@@ -55,6 +55,14 @@ memory.low = "400M"
 """
 
 
+def senpai_policy(description: str, comm: str, auto: bool = True) -> str:
+    """One class `cache` matched by comm, with senpai's loop sped up to fit a test (interval 1 s,
+    max_probe 0.25, min 32M) and memory.high = "auto" unless told not to."""
+    return (f'description = "{description}"\n[host]\nreserve_cores = 0\nreserve_memory = 0\n'
+            '[memory_guard]\ninterval_seconds = 1\nmax_probe = 0.25\nmin_size = "32M"\n'
+            f'[[class]]\nname = "cache"\nmatch.comm = "^{comm}$"\n' + ('memory.high = "auto"\n' if auto else ""))
+
+
 def policy(description: str, batch_match: str = 'match.comm = "^memhog$"') -> str:
     """The guard on, memprot protected, the batch class (memhog by comm unless told) lowest."""
     return (f'description = "{description}"\n' + GUARD + PROT_CLASS

@@ -174,19 +174,7 @@ def test_a_job_in_the_squeezed_class_goes_as_one_gang_and_names_the_guard(guarde
     assert not res["kernel_oom_kills"], res
 
 
-CACHE_POLICY = """description = "vm senpai floor test"
-[host]
-reserve_cores = 0
-reserve_memory = 0
-[memory_guard]
-interval_seconds = 1
-max_probe = 0.25
-min_size = "32M"
-[[class]]
-name = "cache"
-match.comm = "^memcache$"
-memory.high = "auto"
-"""
+CACHE_POLICY = squeeze.senpai_policy("vm senpai floor test", "memcache")
 # 400 MiB of page cache (a file read once: reclaimable) and 200 MiB of shmem (a file in /dev/shm:
 # without swap nothing can take it), then idle.
 CACHE = r"""

@@ -10,8 +10,8 @@ import json
 from aios_host import api, metrics
 from aios_host.cli.status import render_status
 from aios_host.daemon.service import make_handler
-from tests.unit.daemon.test_guard_loop import MIB, class_mem, setup
-from tests.unit.daemon.test_loop import CG, Clock, make, run_ticks
+from tests.unit.daemon.test_guard_loop import MIB, class_mem, steady_daemon
+from tests.unit.daemon.test_loop import CG, run_ticks
 
 ROOT_PEER = api.Peer(1, 0, 0)
 FIELDS = ("memory_events_high_total", "memory_events_max_total", "memory_events_oom_total",
@@ -26,12 +26,7 @@ def events(high=0, max_=0, oom=0, oom_kill=0, group: bool = True) -> str:
 def started(tmp_path, **batch_events):
     """A daemon whose three classes use steady memory (not growing: no time to OOM); batch has a
     memory.max and the given memory.events (both files)."""
-    root, tmp = setup(tmp_path)
-    clock = Clock()
-    d = make((root, tmp), clock, hold_ticks=1, cooldown_s=0)
-    run_ticks(d, clock, 2)  # class cgroups made
-    for cls, cur in (("prot", 800 * MIB), ("cache", 1000 * MIB), ("batch", 2000 * MIB)):
-        class_mem(root, cls, cur)
+    root, _, d, clock = steady_daemon(tmp_path)
     root.path(f"{CG}/batch/memory.max").write_text(f"{2048 * MIB}\n")
     text = events(**batch_events)
     class_mem(root, "batch", 2000 * MIB, events=text, events_local=text)

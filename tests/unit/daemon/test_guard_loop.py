@@ -68,13 +68,19 @@ def setup(tmp_path):
     return root, tmp_path
 
 
-def test_senpai_owns_an_auto_class_and_the_escalation_goes_in_order(tmp_path):
+def steady_daemon(tmp_path):
+    """A started daemon whose three classes use steady memory (prot 800M, cache 1000M, batch 2000M)."""
     root, tmp = setup(tmp_path)
     clock = Clock()
     d = make((root, tmp), clock, hold_ticks=1, cooldown_s=0)
     run_ticks(d, clock, 2)  # class cgroups made
     for cls, cur in (("prot", 800 * MIB), ("cache", 1000 * MIB), ("batch", 2000 * MIB)):
         class_mem(root, cls, cur)
+    return root, tmp, d, clock
+
+
+def test_senpai_owns_an_auto_class_and_the_escalation_goes_in_order(tmp_path):
+    root, tmp, d, clock = steady_daemon(tmp_path)
     run_ticks(d, clock, 1)
     assert int(root.path(f"{CG}/cache/memory.high").read_text()) == 1000 * MIB  # senpai starts at usage
     run_ticks(d, clock, 13)  # calm: senpai probes down every 6 ticks, the plan never writes it back
