@@ -205,6 +205,14 @@ def _detach(args: argparse.Namespace, spec: Any, spec_file: str | None, root: Sy
             if probe.key in store.keys():
                 st = store.load(probe.key)
         if st is not None and st.supervisor_pid == child.pid and st.started_unix != before and \
+                st.status == "failed":
+            # ranks that could not start (or all died at once): the caller learns it from the exit
+            # status, not from a "(failed)" on stdout it may not read
+            print(f"job {probe.key}: failed as it started ({(st.cause or {}).get('text', 'no cause recorded')}); "
+                  f"see {sup_log}",
+                  file=sys.stderr)
+            return st.exit_code or 1
+        if st is not None and st.supervisor_pid == child.pid and st.started_unix != before and \
                 st.status != "starting":
             if args.json:
                 print_json({"job": probe.key, "supervisor_pid": child.pid, "status": st.status,

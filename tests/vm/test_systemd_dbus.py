@@ -4,6 +4,7 @@ byte-exact. Observations (values, drop-ins) go to /out/systemd_dbus.json when /o
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import subprocess
@@ -27,6 +28,12 @@ def _read(name: str) -> bytes | None:
         return (CG / name).read_bytes()
     except FileNotFoundError:
         return None
+    except OSError as exc:
+        # Restoring CPUWeight/CPUQuota to "unset" lets systemd turn the cpu controller off for the
+        # unit: a cpu.* file that was there when opened reads ENODEV. Absent, as for the kernel.
+        if exc.errno == errno.ENODEV:
+            return None
+        raise
 
 
 def _wait_for(name: str, want: bytes | None, timeout_s: float = 5.0) -> bytes | None:

@@ -181,6 +181,37 @@ def test_concurrent_detach_one_wins_the_other_is_one_line(monkeypatch: pytest.Mo
         assert not store.is_locked(name)
 
 
+@pytest.mark.parametrize(("status", "rc"), [("running", 0), ("failed", 127)])
+def test_detach_exit_status_says_whether_the_job_started(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+                                                         capsys: pytest.CaptureFixture[str], status: str,
+                                                         rc: int) -> None:
+    """`job run --detach` returns once the supervisor has left "starting": 0 while the job runs,
+    the job's own exit status with one line when it failed as it started (a rank command not found)."""
+    from aios_host.supervisor.causes import Cause, CauseKind
+
+    class Child(_FakeChild):
+        def __init__(self, argv: list[str], **kw: object) -> None:
+            super().__init__(argv, **kw)  # type: ignore[arg-type]
+            store = JobStore(SysRoot(str(tmp_path)))
+            st = store.load(self.spec.name)
+            st.status = status
+            if status == "failed":
+                cause = Cause(CauseKind.LAUNCH, rank=0, code=127, detail="command not found")
+                st.cause, st.exit_code = cause.to_dict(), cause.exit_code
+            store.save(st)
+
+    monkeypatch.setattr(job_cli.subprocess, "Popen", Child)
+    _FakeChild.made.clear()
+    got = main(["job", "run", "--detach", "--root", str(tmp_path), "--name", "d", "--", "/no/such/cmd"])
+    out, err = capsys.readouterr()
+    assert got == rc
+    if rc:
+        assert not out and err.count("\n") == 1 and "job d: failed as it started (rank 0 could not be started" in err
+    else:
+        assert not err and out.startswith("job d: supervisor pid") and "(running)" in out
+    os.close(_FakeChild.made[0].lock)
+
+
 # -- liveness ----------------------------------------------------------------------------------
 
 
