@@ -24,14 +24,14 @@ import queue
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
 from aios_host import __version__
 from aios_host.actuate.apply import do_write, undo_all
 from aios_host.actuate.state import DaemonJournal, StateStore
-from aios_host.daemon.guard import GuardRunner
+from aios_host.daemon.guard import GuardRunner, GuardView
 from aios_host.daemon.hysteresis import Hysteresis
 from aios_host.daemon.measure import CgroupReader, ClassProbeFigures, ClassReading, class_probe_figures
 from aios_host.daemon.memguard import MemoryEvents
@@ -90,6 +90,47 @@ class DaemonOptions:
 def _validate(opts: DaemonOptions) -> None:
     if not (0.05 <= opts.interval_s <= 3600):
         raise AiosError(f"--interval {opts.interval_s:g}: must be between 0.05 and 3600 seconds")
+
+
+def _class_views(classes_spec: Any, targets: Mapping[str, ClassTarget], readings: Mapping[str, ClassReading],
+                 usage: Mapping[str, ClassUsage], figs: Mapping[str, ClassProbeFigures],
+                 columns: Mapping[str, tuple[dict[str, float], dict[str, float]]],
+                 guard: GuardView) -> tuple[ClassView, ...]:
+    """One ClassView per policy class, from one tick's frozen inputs (Daemon.view)."""
+    classes = []
+    none: tuple[dict[str, float], dict[str, float]] = ({}, {})
+    for spec in classes_spec:
+        name = spec.name
+        t = targets.get(name)
+        r = readings.get(name)
+        u = usage.get(name)
+        f = figs.get(name)
+        demand, alloc = columns.get(name, none)
+        classes.append(ClassView(
+            name, spec.priority, float(spec.weight),
+            tuple("/" + c for c in t.cgroups) if t else (), bool(t and t.owned),
+            bool(r and r.populated),
+            r.cpu_usage_usec / 1e6 if r and r.cpu_usage_usec is not None else None,
+            u.cpu_cores if u else None,
+            r.memory_current_bytes if r else None,
+            r.cpu_some_avg10 if r else None,
+            r.memory_some_avg10 if r else None,
+            r.io_some_avg10 if r else None,
+            u.runq_p99_usec / 1e6 if u and u.runq_p99_usec is not None else None,
+            f.faults_total if f else None,
+            f.reclaim_ns_total / 1e9 if f else None,
+            f.oom_kills_total if f else None,
+            demand, alloc,
+            *_guard_of(guard, name)))
+    return tuple(classes)
+
+
+def _guard_of(guard: GuardView, name: str) -> tuple[str, float | None, int | None, int | None, int | None, int | None]:
+    """ClassView's last fields: guard state, seconds to OOM, memory.events high/max/oom/oom_kill."""
+    g = guard.classes.get(name)
+    if g is None:
+        return "ok", None, None, None, None, None
+    return (g.state, _finite(g.seconds_to_oom), *(g.events or MemoryEvents()))
 
 
 def _finite(x: float) -> float | None:
@@ -152,7 +193,11 @@ class Daemon:
         self._logged_plan: frozenset[tuple[str, str, str]] = frozenset()
         self.mode, self.mode_reason = self._initial_mode()
         self._paused = False
-        self.view: DaemonView = self._empty_view()
+        self._view_lock = threading.Lock()
+        # (daemon-wide view without classes, the per-class inputs of the latest tick); `view` builds
+        self._published: tuple[DaemonView, tuple[Any, ...] | None] = (self._empty_view(), None)
+        self._view: DaemonView = self._published[0]
+        self._view_of: tuple[Any, ...] | None = None
         self._counts = {"ticks": 0, "writes": 0, "failed": 0}
         self._buckets = [0] * (len(TICK_BUCKETS_S) + 1)
         self._tick_sum = 0.0
@@ -690,9 +735,9 @@ class Daemon:
     # -- what others read -----------------------------------------------------------------------
 
     def _summary(self) -> str:
-        v = self.view
+        v = self._published[0]  # the daemon-wide figures: no need to build the classes' views
         mode = "paused" if self._paused else v.mode
-        return (f"{mode}; {len(v.classes)} classes; {v.writes_total} writes; "
+        return (f"{mode}; {len(self.policy.classes)} classes; {v.writes_total} writes; "
                 f"tick {1000 * (v.last_tick_seconds or 0):.1f} ms")
 
     def _notify(self) -> None:
@@ -726,39 +771,28 @@ class Daemon:
             self._columns_of = d
         return self._columns
 
+    @property
+    def view(self) -> DaemonView:
+        """What the API, the metrics and `status` show of the latest tick. The per-class part is
+        built here, when asked, at most once per tick: at 1000 classes building it cost a fifth of
+        a steady tick, every tick, for a scrape every 15 s. Called from the API's and the metrics'
+        threads: it reads only what _publish froze (new dicts and tuples each tick)."""
+        with self._view_lock:
+            head, inputs = self._published
+            if self._view_of is not inputs:
+                self._view = replace(head, classes=_class_views(*inputs) if inputs else ())
+                self._view_of = inputs
+            return self._view
+
     def _publish(self, tick_s: float) -> None:
+        """Freeze what this tick shows: the daemon-wide figures now (cheap), the per-class ones as
+        references to this tick's own dicts, built into ClassViews by `view` when asked."""
         d = self._decision
-        classes = []
-        readings, usage = self._readings, self._usage
-        columns = self._decided_columns()
-        none: tuple[dict[str, float], dict[str, float]] = ({}, {})
-        figs = self._probe_figs
-        for spec in self.policy.classes:
-            name = spec.name
-            t = self.targets.get(name)
-            r = readings.get(name)
-            u = usage.get(name)
-            f = figs.get(name)
-            demand, alloc = columns.get(name, none)
-            classes.append(ClassView(
-                name, spec.priority, float(spec.weight),
-                tuple("/" + c for c in t.cgroups) if t else (), bool(t and t.owned),
-                bool(r and r.populated),
-                r.cpu_usage_usec / 1e6 if r and r.cpu_usage_usec is not None else None,
-                u.cpu_cores if u else None,
-                r.memory_current_bytes if r else None,
-                r.cpu_some_avg10 if r else None,
-                r.memory_some_avg10 if r else None,
-                r.io_some_avg10 if r else None,
-                u.runq_p99_usec / 1e6 if u and u.runq_p99_usec is not None else None,
-                f.faults_total if f else None,
-                f.reclaim_ns_total / 1e9 if f else None,
-                f.oom_kills_total if f else None,
-                demand, alloc,
-                *self._guard_of(name)))
         psi = {r: self._host_psi(r) for r in ("cpu", "memory", "io")}
-        self.view = replace(
-            self.view,
+        inputs = (self.policy.classes, self.targets, self._readings, self._usage, self._probe_figs,
+                  self._decided_columns(), self.guard.view)
+        head = replace(
+            self._published[0],
             policy_path=self.policy_path, policy_description=str(self.policy.description or ""),
             mode="paused" if self._paused else self.mode, mode_reason=self.mode_reason,
             ticks_total=self._counts["ticks"], last_tick_unix=time.time(), last_tick_seconds=tick_s,
@@ -766,7 +800,6 @@ class Daemon:
             last_decision_unix=self._last_decision_unix, last_writes=self._last_writes,
             writes_total=self._counts["writes"], writes_failed_total=self._counts["failed"],
             writes_pending=self._pending, writes_unavailable=self._unavailable, drift=self._drift,
-            classes=tuple(classes),
             bindings=tuple(b._asdict() for b in d.allocation.bindings) if d else (),
             sources=tuple(src.health() for src in (self._probe_source, self._energy_source) if src is not None),
             probes_attached=tuple(sorted(getattr(self._probe_holder.get("p"), "loaded", {}))),
@@ -780,13 +813,8 @@ class Daemon:
             host_seconds_to_oom=_finite(self.guard.view.host_seconds_to_oom),
             last_error=self._last_error,
             energy=self._energy_sample, energy_auto=self.auto.view())
-
-    def _guard_of(self, name: str) -> tuple[str, float | None, int | None, int | None, int | None, int | None]:
-        """ClassView's last fields: guard state, seconds to OOM, memory.events high/max/oom/oom_kill."""
-        g = self.guard.view.classes.get(name)
-        if g is None:
-            return "ok", None, None, None, None, None
-        return (g.state, _finite(g.seconds_to_oom), *(g.events or MemoryEvents()))
+        with self._view_lock:
+            self._published = (head, inputs)
 
     def _guard_summary(self) -> str:
         if not self.guard.active():

@@ -59,8 +59,11 @@ class UsageSmoother:
         now_s: float,
     ) -> dict[str, ClassUsage]:
         out: dict[str, ClassUsage] = {}
+        states = self._state
         for name, r in readings.items():
-            st = self._state.setdefault(name, _State())
+            st = states.get(name)
+            if st is None:  # not setdefault: that builds a _State per class per tick
+                st = states[name] = _State()
             p = probes.get(name) if probes else None
             if not r.populated:
                 st.cpu = st.runq = 0.0
@@ -78,13 +81,14 @@ class UsageSmoother:
             elif p is not None and p.runq_p99_usec is not None and st.runq is None:
                 st.runq = p.runq_p99_usec
             st.usage_usec, st.at_s = r.cpu_usage_usec, now_s
-            out[name] = ClassUsage(
-                cpu_cores=st.cpu,
-                memory_bytes=float(r.memory_current_bytes) if r.memory_current_bytes is not None else None,
-                cpu_some_avg10=r.cpu_some_avg10 or 0.0,
-                memory_some_avg10=r.memory_some_avg10 or 0.0,
-                runq_p99_usec=st.runq if p is not None else None,
+            out[name] = ClassUsage(  # positional: cpu, memory, cpu PSI, memory PSI, run-queue p99
+                st.cpu,
+                float(r.memory_current_bytes) if r.memory_current_bytes is not None else None,
+                r.cpu_some_avg10 or 0.0,
+                r.memory_some_avg10 or 0.0,
+                st.runq if p is not None else None,
             )
-        for gone in [n for n in self._state if n not in readings]:
-            del self._state[gone]
+        if len(states) != len(out):
+            for gone in [n for n in states if n not in readings]:
+                del states[gone]
         return out

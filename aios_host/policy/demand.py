@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from aios_host.kernel.cgroup import CgroupFs
 from aios_host.kernel.inventory import Inventory
@@ -34,8 +35,9 @@ RUNQ_TARGET_USEC = 5000.0  # p99 wait for a CPU above this: the class is short o
 RUNQ_GAIN = 0.5
 
 
-@dataclass(frozen=True)
-class ClassUsage:
+class ClassUsage(NamedTuple):
+    """A class's measured use. A NamedTuple: the daemon makes one per class per tick."""
+
     cpu_cores: float | None = None
     # Ignored: memory is not allocated (module docstring) and measure() no longer reads it. Kept so
     # that callers which still pass it (tests/unit/model, tests/bench/bench_decide.py) keep working.

@@ -129,3 +129,34 @@ def test_energy_status_says_what_this_machine_has_and_why_not_the_rest():
     from tests.energy_honesty import PYTHON_CLI, check_against_the_machine, energy_status
 
     check_against_the_machine(energy_status(PYTHON_CLI))
+
+
+def test_cgroup_events_changes_are_signalled_by_inotify(fs, scratch):
+    """kernfs signals IN_MODIFY on cgroup.events when populated changes: the daemon's reader
+    re-reads it only then (kernel/watch.py). The kernel sends it from a work item (kernfs_notify),
+    rate-limited to one per 20 ms per file: it arrives within milliseconds, not synchronously."""
+    from aios_host.kernel.watch import ModifyWatch
+
+    def changed_within(seconds: float) -> set:
+        deadline = time.monotonic() + seconds
+        while not (got := w.changed()) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return got
+
+    w = ModifyWatch()
+    try:
+        assert w.watch("scratch", str(SysRoot("/").path(scratch.file("cgroup.events"))))
+        assert w.changed() == set()
+        p = subprocess.Popen(["/bin/sleep", "1000"])
+        try:
+            scratch.write("cgroup.procs", str(p.pid))
+            assert changed_within(2) == {"scratch"} and scratch.populated()
+            time.sleep(0.1)
+            assert w.changed() == set()  # told once
+        finally:
+            p.kill()
+            p.wait()
+        assert changed_within(10) == {"scratch"}
+        assert not scratch.populated()
+    finally:
+        w.close()
