@@ -5,7 +5,9 @@ readings. Several cgroups matched by one class are summed (PSI: the worst of the
 
 What is read when (at 1000 classes each pread of a kernfs file is ~2.7 usec, and reading all six
 files every tick was most of a 23 ms tick):
-- every tick: cpu.stat (usage: the rate the demand follows);
+- every tick: cpu.stat (usage: the rate the demand follows), except for an idle cgroup (its usage
+  did not move between its last two reads: a sleeping service, of which a host with 1000 classes
+  has many), read every `psi_every` ticks until it moves (it is seen to wake up to one tick later);
 - when inotify says it changed (kernel/watch.py): cgroup.events (populated), so a class that
   empties is seen at the next tick and a steady host reads none; where it cannot be watched, on
   the PSI cadence;
@@ -45,6 +47,9 @@ class ClassReading(NamedTuple):
     cpu_some_avg10: float | None
     memory_some_avg10: float | None
     io_some_avg10: float | None
+    # False: cpu_usage_usec was carried from an earlier tick, not read now (an idle cgroup between
+    # its reads); the smoother then has nothing new to smooth
+    cpu_fresh: bool = True
 
 
 class _Psi(NamedTuple):
@@ -103,6 +108,8 @@ class CgroupReader:
         self._psi: dict[str, _Psi] = {}
         self._rare: dict[str, _Rare] = {}
         self._paths: dict[str, _Paths] = {}  # rel -> its files' host paths, built once per cgroup
+        self._last_usage: dict[str, int | None] = {}  # rel -> usage_usec at its last read
+        self._idle: dict[str, int] = {}  # rel -> usage_usec, unchanged between its last two reads
 
     def _paths_of(self, rel: str) -> _Paths:
         base = self.fs.root.path(f"{self.fs.mount}/{rel}" if rel else self.fs.mount).as_posix()
@@ -114,13 +121,22 @@ class CgroupReader:
         if paths is not None:
             self.held.forget_prefixes((paths.cpu_stat.rsplit("/", 1)[0] + "/",))
         self.events.forget(rel)
+        self._last_usage.pop(rel, None)
+        self._idle.pop(rel, None)
         self._psi.pop(rel, None)
         self._rare.pop(rel, None)
 
-    def _cgroup(self, rel: str, phase: int) -> tuple[int | None, _Psi, _Rare] | None:
-        """(usage_usec, PSI-cadence figures, rare figures) of one cgroup; None when it is not there."""
+    def _cgroup(self, rel: str, phase: int, may_carry: bool) -> tuple[int | None, bool, _Psi, _Rare] | None:
+        """(usage_usec, whether it was read this tick, PSI-cadence figures, rare figures) of one
+        cgroup; None when it is not there. With may_carry, the usage of an idle cgroup (it did not
+        move between its last two reads) is carried on the ticks between the PSI cadence's."""
         paths = self._paths.get(rel) or self._paths_of(rel)
         read = self.held.read_host_path  # host paths: no root prefixing per read (hot path)
+        idle_usage = self._idle.get(rel) if may_carry else None
+        if idle_usage is not None and phase % self.psi_every != 0 and rel not in self._changed:
+            psi, rare = self._psi.get(rel), self._rare.get(rel)
+            if psi is not None and rare is not None and phase % self.rare_every != 0:
+                return idle_usage, False, psi, rare
         try:
             stat = read(paths.cpu_stat)
             psi = self._psi.get(rel)
@@ -145,7 +161,16 @@ class CgroupReader:
         except KernelError:
             self._gone(rel)  # removed (ENODEV) or not readable: absent this tick
             return None
-        return _flat_value(stat, "usage_usec") if stat else None, psi, rare
+        if stat is None:
+            return None, True, psi, rare
+        # cpu.stat's first line is usage_usec on every kernel with cgroup v2: slice it (hot path)
+        usage = int(stat[11:stat.index("\n")]) if stat.startswith("usage_usec ") else _flat_value(stat, "usage_usec")
+        if usage is not None and self._last_usage.get(rel) == usage:
+            self._idle[rel] = usage
+        else:
+            self._idle.pop(rel, None)
+        self._last_usage[rel] = usage
+        return usage, True, psi, rare
 
     def read(self, targets: Mapping[str, ClassTarget]) -> dict[str, ClassReading]:
         self._tick += 1
@@ -154,23 +179,23 @@ class CgroupReader:
         out: dict[str, ClassReading] = {}
         for i, (name, t) in enumerate(targets.items()):
             if len(t.cgroups) == 1:  # the usual case: no summing
-                got = self._cgroup(t.cgroups[0], i + tick)
+                got = self._cgroup(t.cgroups[0], i + tick, True)
                 if got is None:
                     out[name] = _EMPTY
                 else:
-                    usage, p, r = got
+                    usage, fresh, p, r = got
                     out[name] = ClassReading(p.populated, usage, r.memory_current_bytes, p.cpu_some_avg10,
-                                             r.memory_some_avg10, r.io_some_avg10)
+                                             r.memory_some_avg10, r.io_some_avg10, fresh)
                 continue
             populated = False
             cpu: int | None = None
             mem: int | None = None
             psi: list[float | None] = [None, None, None]
             for rel in t.cgroups:
-                got = self._cgroup(rel, i + tick)
+                got = self._cgroup(rel, i + tick, False)  # a sum is of usages read at one time
                 if got is None:
                     continue
-                usage, p, r = got
+                usage, _, p, r = got
                 populated = populated or p.populated
                 if usage is not None:
                     cpu = (cpu or 0) + usage

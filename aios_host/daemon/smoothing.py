@@ -70,7 +70,9 @@ class UsageSmoother:
                 st.usage_usec, st.at_s = r.cpu_usage_usec, now_s
                 out[name] = ClassUsage(cpu_cores=0.0, memory_bytes=0.0)
                 continue
-            if r.cpu_usage_usec is not None and st.usage_usec is not None and st.at_s is not None:
+            if not r.cpu_fresh:
+                pass  # its usage was carried, not read: the next read's rate spans both ticks
+            elif r.cpu_usage_usec is not None and st.usage_usec is not None and st.at_s is not None:
                 dt = now_s - st.at_s
                 if dt > 0:
                     rate = max(0, r.cpu_usage_usec - st.usage_usec) / 1e6 / dt
@@ -80,7 +82,8 @@ class UsageSmoother:
                                                  self.half_life_s)
             elif p is not None and p.runq_p99_usec is not None and st.runq is None:
                 st.runq = p.runq_p99_usec
-            st.usage_usec, st.at_s = r.cpu_usage_usec, now_s
+            if r.cpu_fresh:
+                st.usage_usec, st.at_s = r.cpu_usage_usec, now_s
             out[name] = ClassUsage(  # positional: cpu, memory, cpu PSI, memory PSI, run-queue p99
                 st.cpu,
                 float(r.memory_current_bytes) if r.memory_current_bytes is not None else None,

@@ -32,6 +32,7 @@ def reader(tmp_path):
 
     def counted(path: str) -> str | None:
         reads[path.rsplit("/", 1)[1]] += 1
+        reads["/".join(path.rsplit("/", 2)[1:])] += 1  # "c0/cpu.stat"
         if path.rsplit("/", 2)[1] in removed:
             raise KernelError.from_oserror("read", path, OSError(errno.ENODEV, "No such device"))
         return inner(path)
@@ -50,14 +51,35 @@ def test_a_steady_host_reads_cgroup_events_once_and_a_change_at_the_next_tick(re
     r, reads, root = reader
     first = r.read(TARGETS)
     assert all(c.populated for c in first.values()) and reads["cgroup.events"] == 4
-    for _ in range(10):
-        r.read(TARGETS)
+    for k in range(1, 11):
+        for i in (0, 1):  # c0 and c1 busy; c2 and c3 sleep
+            put(root, f"{CG}/c{i}/cpu.stat", f"usage_usec {i + 1000 * k}\n")
+        got = r.read(TARGETS)
+        assert got["c0"].cpu_usage_usec == 1000 * k and got["c0"].cpu_fresh
     assert reads["cgroup.events"] == 4  # watched: not re-read while nothing changes
-    assert reads["cpu.stat"] == 4 * 11  # the demand's signal: every tick
+    assert reads["c0/cpu.stat"] == reads["c1/cpu.stat"] == 11  # the demand's signal: every tick
+    # idle (usage unchanged between two reads): every 2nd tick, its usage carried in between
+    assert reads["c2/cpu.stat"] in (6, 7) and reads["c3/cpu.stat"] in (6, 7)
     assert reads["cpu.pressure"] == 4 + 4 * 5  # every 2nd tick, spread over the cgroups
     put(root, f"{CG}/c2/cgroup.events", "populated 0\nfrozen 0\n")  # its last process left
     now = r.read(TARGETS)
     assert reads["cgroup.events"] == 5 and not now["c2"].populated and now["c1"].populated
+
+
+def test_an_idle_cgroup_that_wakes_is_read_within_two_ticks_at_its_true_rate(reader):
+    from aios_host.daemon.smoothing import UsageSmoother
+
+    r, reads, root = reader
+    sm = UsageSmoother(half_life_s=0.0)  # no smoothing: the rate itself
+    one = {"c3": TARGETS["c3"]}
+    for t in range(4):  # asleep at usage 3
+        sm.update(r.read(one), None, float(t))
+    rates = []
+    for t in range(4, 9):  # awake: 2 cores from t = 4 on
+        put(root, f"{CG}/c3/cpu.stat", f"usage_usec {3 + 2_000_000 * (t - 3)}\n")
+        rates.append(sm.update(r.read(one), None, float(t))["c3"].cpu_cores)
+    assert rates[1] == pytest.approx(2.0) and rates[-1] == pytest.approx(2.0)  # never 4: a carried
+    assert rates[0] in (0.0, pytest.approx(2.0))  # tick does not fold two seconds into one
 
 
 def test_without_inotify_cgroup_events_is_read_on_the_psi_cadence(reader, monkeypatch):
