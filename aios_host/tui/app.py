@@ -10,6 +10,7 @@ and filters, as top's and htop's selection does.
 
 from __future__ import annotations
 
+import functools
 import gc
 from collections.abc import Callable, Sequence
 from dataclasses import replace
@@ -19,7 +20,7 @@ from rich.measure import Measurement
 from rich.segment import Segment
 from rich.style import Style
 from rich.text import Text
-from textual import on, work
+from textual import events, on, work
 from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, VerticalScroll
@@ -91,8 +92,10 @@ class RowsTable(DataTable):
 
     def __init__(self, **kwargs: object) -> None:
         super().__init__(cursor_type="row", zebra_stripes=False, cell_padding=0, **kwargs)  # type: ignore[arg-type]
-        self._cells: dict[str, Cells] = {}
+        self._cells: dict[str, Cells] = {}  # what each row shows now
         self._order: list[str] = []
+        self._latest: dict[str, tuple[Callable[[], Cells], bool]] = {}  # stale rows: their latest cells
+        self._styles: dict[tuple[object, ...], Style] = {}  # _render_cell's style sums
 
     def add_fixed_columns(self, view: ViewState) -> None:
         for c in COLUMNS:
@@ -117,14 +120,55 @@ class RowsTable(DataTable):
             return Cell(shown.ljust(col.width), style, key)
         return Cell(text.rjust(col.width), style)
 
+    def _render_cell(self, row_index: int, column_index: int, base_style: Style, width: int,
+                     cursor: bool = False, hover: bool = False) -> list[list[Segment]]:
+        """A body cell holding a Cell of exactly the column's width is one segment with the same
+        style DataTable would give it (CSS base + component styles before the cell's own, the
+        cursor's after: textual's Styled), without rich's render_lines/Padding/crop for each
+        of the ~600 visible cells after every update (they were most of a refresh's render time).
+        Anything else (the header, a cell of another width) goes DataTable's own way. The cache
+        and its key are DataTable's, so updates invalidate these as they do its own."""
+        if row_index < 0 or column_index < 0:
+            return super()._render_cell(row_index, column_index, base_style, width, cursor, hover)
+        row_key = self._row_locations.get_key(row_index)
+        column_key = self._column_locations.get_key(column_index)
+        cache_key = (row_key, column_key, base_style, cursor, hover, self._show_hover_cursor, self._update_count,
+                     self._pseudo_class_state)
+        lines = self._cell_render_cache.get(cache_key)
+        if lines is not None:
+            return lines  # type: ignore[no-any-return]
+        cell = self._data.get(row_key, {}).get(column_key) if row_key is not None and column_key is not None else None
+        if not isinstance(cell, Cell) or len(cell.text) != width or row_index < self.fixed_rows or \
+                column_index < self.fixed_columns:
+            return super()._render_cell(row_index, column_index, base_style, width, cursor, hover)
+        component_style, post_style = self._get_styles_to_render_cell(
+            False, False, False, hover, cursor, self.show_cursor, self._show_hover_cursor,
+            self.cursor_foreground_priority == "css", self.cursor_background_priority == "css")
+        # The style sums are the same refresh after refresh for a cell that stays where it is:
+        # kept here (rich's own cache of Style sums holds 1024, fewer than a screen of cells).
+        style_key = (row_index, column_index, base_style, component_style, post_style, cell.style)
+        style = self._styles.get(style_key)
+        if style is None:
+            if len(self._styles) > 50_000:
+                self._styles.clear()
+            pre = base_style + Style.from_meta({"row": row_index, "column": column_index}) + component_style
+            style = self._styles[style_key] = pre + cell.style + post_style if cell.style else pre + post_style
+        lines = [[Segment(cell.text, style)]]
+        self._cell_render_cache[cache_key] = lines
+        return lines
+
     @property
     def selected_key(self) -> str | None:
         if not self._order or not 0 <= self.cursor_row < len(self._order):
             return None
         return self._order[self.cursor_row]
 
-    def sync(self, shown: Sequence[tuple[str, Cells, bool]]) -> None:
-        """Make the table show `shown` (row key, cells, bold) in that order, touching only what changed."""
+    def sync(self, shown: Sequence[tuple[str, Callable[[], Cells], bool]]) -> None:
+        """Make the table show `shown` (row key, its cells when asked, bold) in that order, touching
+        only what changed. A row's cells are made and written only while it is on screen or within
+        a screen of it: of 1000 rows whose values move every second, ~100 are; the others are
+        marked stale and brought up to date when a scroll or a cursor move brings them near
+        (watch_scroll_y). Order, filter and sort come from the model, never from stale cells."""
         selected = self.selected_key
         want = [k for k, _, _ in shown]
         want_set = set(want)
@@ -132,22 +176,20 @@ class RowsTable(DataTable):
         if len(gone) > REBUILD_AFTER_REMOVALS:
             self.clear()
             self._cells, self._order = {}, []
+            self._latest.clear()
         else:
             for k in gone:
                 self.remove_row(k)
                 del self._cells[k]
+                self._latest.pop(k, None)
                 self._order.remove(k)
-        for k, cells, bold in shown:
-            old = self._cells.get(k)
-            if old is cells:
+        for k, cells_of, bold in shown:
+            if k in self._cells:
+                self._latest[k] = (cells_of, bold)  # written when near the screen (_fill_near)
                 continue
-            if old is None:
-                self.add_row(*(self._cell(k, i, t, lv, bold) for i, (t, lv) in enumerate(cells)), key=k)
-                self._order.append(k)
-            elif old != cells:
-                for i, (new, was) in enumerate(zip(cells, old, strict=True)):
-                    if new != was:
-                        self.update_cell(k, COLUMNS[i].id, self._cell(k, i, new[0], new[1], bold))
+            cells = cells_of()
+            self.add_row(*(self._cell(k, i, t, lv, bold) for i, (t, lv) in enumerate(cells)), key=k)
+            self._order.append(k)
             self._cells[k] = cells
         if self._order != want:
             pos = {k: i for i, k in enumerate(want)}
@@ -157,6 +199,34 @@ class RowsTable(DataTable):
             index = want.index(selected)
             if index != self.cursor_row:
                 self.move_cursor(row=index, animate=False)
+        self._fill_near()
+
+    def _fill_near(self) -> None:
+        """Write the latest cells of the stale rows on screen or within a screen of it."""
+        if not self._latest:
+            return
+        height = max(self.size.height, 1)
+        top = int(self.scroll_y)
+        for k in self._order[max(0, top - height):top + 2 * height]:
+            got = self._latest.pop(k, None)
+            if got is None:
+                continue
+            cells_of, bold = got
+            cells, old = cells_of(), self._cells[k]
+            if cells is old or cells == old:
+                continue
+            for i, (new, was) in enumerate(zip(cells, old, strict=True)):
+                if new != was:
+                    self.update_cell(k, COLUMNS[i].id, self._cell(k, i, new[0], new[1], bold))
+            self._cells[k] = cells
+
+    def watch_scroll_y(self, old_value: float, new_value: float) -> None:
+        super().watch_scroll_y(old_value, new_value)
+        self._fill_near()
+
+    def _on_resize(self, event: events.Resize) -> None:
+        super()._on_resize(event)
+        self._fill_near()
 
 
 class TextScreen(ModalScreen[None]):
@@ -290,7 +360,8 @@ class TopApp(App[None]):
             return
         rows = visible_rows(m.rows, self.view)
         last, self._row_cells = self._row_cells, {}  # rows gone from the view leave the cache
-        self.table.sync([(r.key, self._cells_of(r, depth, last), r.kind == "class") for r, depth in rows])
+        self.table.sync([(r.key, functools.partial(self._cells_of, r, depth, last), r.kind == "class")
+                         for r, depth in rows])
         header = header_lines(m, self.view, len(rows))
         if self.refresh_error:
             header.append((("refresh failed: ", "bold"), (self.refresh_error, "crit")))

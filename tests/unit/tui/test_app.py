@@ -172,6 +172,44 @@ async def test_a_refresh_with_the_same_rows_updates_cells_in_place(monkeypatch):
         assert shown_keys(app.table) == expected_keys(app)
 
 
+async def test_only_rows_near_the_screen_are_written_and_a_scroll_brings_the_rest_up_to_date(monkeypatch):
+    """1000 rows whose values all move: a refresh makes and writes the cells of the rows on screen
+    or within a screen of it, no others; scrolling to the end shows the latest values there."""
+    import aios_host.tui.app as app_mod
+
+    def model(scale: float) -> TopModel:
+        prev = {r.path: r for r in big_rows(1000, 1.0)}
+        return local_model(rows=local_rows(big_rows(1000, scale), prev, 1.0))
+
+    app, _ = app_of(model(1.5), model(2.0), view=ViewState(sort_column="name", descending=False, tree=False))
+    async with app.run_test(size=SIZE) as pilot:
+        made: list[str] = []
+        orig = app_mod.row_cells
+
+        def counted(row, depth, tree):  # type: ignore[no-untyped-def]
+            made.append(row.key)
+            return orig(row, depth, tree)
+
+        monkeypatch.setattr(app_mod, "row_cells", counted)
+        app.refresh_data()
+        await pilot.pause()
+        height = app.table.size.height
+        assert 0 < len(made) <= 2 * height + 1, (len(made), height)  # not 1000
+        assert set(made) <= set(shown_keys(app.table)[:2 * height + 1])
+
+        def cells_shown(key: str) -> list[str]:
+            return [str(c) for c in app.table.get_row(key)]
+
+        last = shown_keys(app.table)[-1]
+        want = [t for t, _ in orig(next(r for r in app.model.rows if r.key == last), 0, False)]
+        assert [c.strip() for c in cells_shown(last)] != [t.strip() for t in want]  # stale, off screen
+        await pilot.press("ctrl+end")  # the cursor to the last row: the table scrolls there
+        await pilot.pause()
+        assert app.table.selected_key == last
+        assert [c.strip() for c in cells_shown(last)] == [t.strip() for t in want]
+        assert shown_keys(app.table) == expected_keys(app)
+
+
 async def test_rows_that_come_and_go():
     small = local_model(rows=local_model().rows[:3])
     app, _ = app_of(local_model(), small, local_model())
