@@ -130,13 +130,13 @@ class CgroupReader:
         """(usage_usec, whether it was read this tick, PSI-cadence figures, rare figures) of one
         cgroup; None when it is not there. With may_carry, the usage of an idle cgroup (it did not
         move between its last two reads) is carried on the ticks between the PSI cadence's."""
+        idle_usage = self._idle.get(rel) if may_carry else None
+        if idle_usage is not None and phase % self.psi_every and phase % self.rare_every and rel not in self._changed:
+            psi, rare = self._psi.get(rel), self._rare.get(rel)
+            if psi is not None and rare is not None:
+                return idle_usage, False, psi, rare
         paths = self._paths.get(rel) or self._paths_of(rel)
         read = self.held.read_host_path  # host paths: no root prefixing per read (hot path)
-        idle_usage = self._idle.get(rel) if may_carry else None
-        if idle_usage is not None and phase % self.psi_every != 0 and rel not in self._changed:
-            psi, rare = self._psi.get(rel), self._rare.get(rel)
-            if psi is not None and rare is not None and phase % self.rare_every != 0:
-                return idle_usage, False, psi, rare
         try:
             stat = read(paths.cpu_stat)
             psi = self._psi.get(rel)
@@ -177,9 +177,10 @@ class CgroupReader:
         tick = self._tick
         self._changed = self.events.changed()
         out: dict[str, ClassReading] = {}
+        one = self._cgroup
         for i, (name, t) in enumerate(targets.items()):
             if len(t.cgroups) == 1:  # the usual case: no summing
-                got = self._cgroup(t.cgroups[0], i + tick, True)
+                got = one(t.cgroups[0], i + tick, True)
                 if got is None:
                     out[name] = _EMPTY
                 else:
