@@ -250,12 +250,6 @@ class HeldFiles:
         if fd is None:
             return None
         try:
-            data = os.pread(fd, PREAD_SIZE, 0)  # the common case inline: one short file, one call
-        except OSError:
-            data = b""  # _pread_all below says what the error means
-        if 0 < len(data) < PREAD_SIZE:
-            return data.decode("utf-8", errors="replace")
-        try:
             return _pread_all(fd, host_path)
         except KernelError:
             self.forget_host_path(host_path)
