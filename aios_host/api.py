@@ -25,6 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from aios_host import osthread
 from aios_host.errors import AiosError
 from aios_host.log import get_logger
 
@@ -156,11 +157,15 @@ class ApiServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
         # The socket is the front door; SO_PEERCRED decides who gets in. 0666 lets any local
         # user connect and be refused with a reason rather than EACCES with none.
         os.chmod(path, 0o666)
-        self._thread = threading.Thread(target=self.serve_forever, name="api", daemon=True)
+        self._thread = threading.Thread(target=osthread.named("aios-api", self.serve_forever), name="api", daemon=True)
 
     def start(self) -> ApiServer:
         self._thread.start()
         return self
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        osthread.set_name("aios-api-req")  # each connection's own thread (ThreadingMixIn)
+        super().process_request_thread(request, client_address)
 
     def stop(self) -> None:
         self.shutdown()

@@ -35,6 +35,7 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
+from aios_host import osthread
 from aios_host.daemon.view import TICK_BUCKETS_S, ClassView, DaemonView
 
 # 9868: unassigned in Prometheus' default-port list; not node_exporter's 9100, dcgm-exporter's 9400
@@ -336,7 +337,7 @@ def serve_socket(registry: CollectorRegistry, sock: socket.socket) -> tuple[WSGI
 
     server = Server()
     server.set_app(make_wsgi_app(registry))
-    thread = threading.Thread(target=server.serve_forever, name="metrics", daemon=True)
+    thread = threading.Thread(target=osthread.named("aios-metrics", server.serve_forever), name="metrics", daemon=True)
     thread.start()
     return server, thread
 

@@ -28,7 +28,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
-from aios_host import __version__
+from aios_host import __version__, osthread
 from aios_host.actuate.apply import do_write, undo_all
 from aios_host.actuate.state import DaemonJournal, StateStore
 from aios_host.daemon.guard import GuardRunner, GuardView
@@ -181,7 +181,8 @@ class Daemon:
         self._last_written: dict[str, str] = {}  # path -> the value we wrote last
         self._in_flight: dict[str, concurrent.futures.Future[None]] = {}
         self._failed_at: dict[tuple[str, str, str], float] = {}
-        self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="write")
+        self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="write",
+                                                           initializer=osthread.set_name, initargs=("aios-write",))
         self._requests: queue.Queue[tuple[dict[str, Any], queue.Queue[dict[str, Any]]]] = queue.Queue()
         self._wake = threading.Event()
         self._stop = False

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
+from aios_host import osthread
 from aios_host.daemon.view import SourceHealth
 from aios_host.log import get_logger
 
@@ -55,7 +56,8 @@ class SlowSource(Generic[T]):
         self._failed = False  # setup failed: the source is gone for good
         self._stop = threading.Event()
         self._ready = threading.Event()
-        self._thread = threading.Thread(target=self._run, name=f"source-{name}", daemon=True)
+        self._thread = threading.Thread(target=osthread.named(f"aios-{name}", self._run), name=f"source-{name}",
+                                        daemon=True)
         self.skips = 0
         self._stale = False
         self._started_at: float | None = None

@@ -32,6 +32,7 @@ from collections.abc import Coroutine, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from aios_host import osthread
 from aios_host.errors import AiosError, ParseError
 from aios_host.kernel import cgroup_format as fmt
 
@@ -485,7 +486,8 @@ class SystemdBus:
         if self._bus is not None:
             return self
         loop = asyncio.new_event_loop()
-        thread = threading.Thread(target=loop.run_forever, name="aios-systemd-bus", daemon=True)
+        thread = threading.Thread(target=osthread.named("aios-dbus", loop.run_forever), name="aios-systemd-bus",
+                                  daemon=True)
         thread.start()
         self._loop, self._thread = loop, thread
 

@@ -3,12 +3,12 @@
 1. Steady-state tick time with 10 / 100 / 1000 classes (target: 1000 classes <= 15 ms). Each class
    matches one real cgroup made for the bench under the cgroup2 mount, with a sleeping process in
    it (the files the tick reads are kernfs files, read through held fds), ticking at 1 s. Ticks
-   run in-process on a wall clock; after the first
-   decisions have been made and the hysteresis has settled, a steady tick reads and smooths and
-   decides nothing. The classes are idle (a sleeping process each): the tick reads an idle
-   cgroup's cpu.stat every 2nd tick (daemon/measure.py), a busy one's every tick, so a host of
-   1000 busy classes pays about 500 more preads (~2-3 ms here) per tick. Every 5th tick re-resolves
-   the targets (rescan_s = 5: new cgroups and processes); it is in the p95. Reported: median and p95 of steady ticks, the recheck tick (every recheck_s the
+   run in-process on a wall clock; after the first decisions have been made and the hysteresis has
+   settled, a steady tick reads and smooths and decides nothing. The classes are idle (a sleeping
+   process each): the tick reads an idle cgroup's cpu.stat every 2nd tick (daemon/measure.py), a
+   busy one's every tick, so a host of 1000 busy classes pays about 500 more preads (~2-3 ms here)
+   per tick. Every 5th tick re-resolves the targets (rescan_s = 5: new cgroups and processes); it is
+   in the p95. Reported: median and p95 of steady ticks, the recheck tick (every recheck_s the
    daemon decides even on a steady host, to find drift) separately, and, side by side in the same
    run, the reference: one one-shot `decide()` of the same policy (what `policy apply` pays).
 2. The daemon as a process at a 1 s interval with 100 classes for --seconds (default 60): CPU% of

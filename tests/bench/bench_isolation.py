@@ -320,6 +320,24 @@ def cpu_s(pids: list[int]) -> float:
     return tot
 
 
+def thread_cpu_s(pid: int) -> dict[str, float]:
+    """CPU seconds of each of a process's threads, summed by the name the kernel shows (the daemon
+    names its threads: aios-probes, aios-api, ...; the main thread, the loop, keeps the process's)."""
+    out: dict[str, float] = {}
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return out
+    for tid in tids:
+        try:
+            comm = Path(f"/proc/{pid}/task/{tid}/comm").read_text().strip()
+            f = Path(f"/proc/{pid}/task/{tid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # a thread that ended
+        out[comm] = out.get(comm, 0.0) + (int(f[11]) + int(f[12])) / CLK
+    return out
+
+
 API_SOCK = "/run/aios-host/api.sock"
 CLASS_KEYS = ("cpu_usage_cores", "cpu_some_avg10", "runq_p99_seconds", "populated", "demand", "allocation")
 
@@ -456,6 +474,11 @@ def stop_daemon(cfg: dict[str, object], out: Path, since: str) -> None:
     (out / f"{cfg['name']}.journal.json").write_text(j.stdout)
 
 
+def _thread_delta(pid: int, start: dict[str, float]) -> dict[str, float]:
+    now = thread_cpu_s(pid)
+    return {k: round(v - start.get(k, 0.0), 2) for k, v in sorted(now.items(), key=lambda kv: -kv[1])}
+
+
 def run_config(cfg: dict[str, object], args: argparse.Namespace, iters: int, out: Path) -> dict[str, object]:
     name = str(cfg["name"])
     res: dict[str, object] = {"name": name, "what": cfg["what"], "prot_props": cfg["prot_props"],
@@ -511,6 +534,7 @@ def run_config(cfg: dict[str, object], args: argparse.Namespace, iters: int, out
             where_at_t0 = {k: sorted({cgroup_of(p) for p in v} - {None}) for k, v in pids.items()}  # type: ignore[type-var]
             cpu_prev = {k: cpu_s(v) for k, v in pids.items()}
             cpu_start = dict(cpu_prev)
+            threads_start = thread_cpu_s(pids["daemon"][0]) if "daemon" in pids else {}
         s: dict[str, object] = {"t": round(now - t0, 2), "w": read_weights(pids)}
         if aios:
             s["daemon"] = daemon_classes()
@@ -522,6 +546,7 @@ def run_config(cfg: dict[str, object], args: argparse.Namespace, iters: int, out
                 batch_cpu_window = c["batch"] - cpu_start["batch"]
                 if "daemon" in c:
                     res["daemon_cpu_s_window"] = c["daemon"] - cpu_start["daemon"]
+                    res["daemon_thread_cpu_s_window"] = _thread_delta(pids["daemon"][0], threads_start)
             if int(now - t0) % 5 == 0:
                 s["where"] = {k: sorted({cgroup_of(p) for p in v} - {None}) for k, v in pids.items()}  # type: ignore[type-var]
         samples.append(s)
@@ -533,6 +558,7 @@ def run_config(cfg: dict[str, object], args: argparse.Namespace, iters: int, out
             batch_cpu_window = c["batch"] - cpu_start["batch"]
         if "daemon" in c:
             res["daemon_cpu_s_window"] = c["daemon"] - cpu_start["daemon"]
+            res["daemon_thread_cpu_s_window"] = _thread_delta(pids["daemon"][0], threads_start)
     for p in procs:  # stress-ng ends on its own timeout, a second after the phases
         try:
             p.wait(timeout=60)
@@ -782,6 +808,10 @@ def render(rep: dict[str, object]) -> str:
                          + ",".join(w.get("batch", [])))
             if r.get("daemon_cpu_s_window") is not None:
                 parts.append(f"daemon CPU {r['daemon_cpu_s_window']:.1f} s in the window")
+            by_thread = r.get("daemon_thread_cpu_s_window")
+            if by_thread:
+                parts.append("its threads in the first round: "
+                             + ", ".join(f"{k} {v:.1f} s" for k, v in by_thread.items() if v >= 0.05))
             if r.get("daemon_restarts"):
                 parts.append(f"daemon RESTARTED {r['daemon_restarts']}x (see its journal)")
             lines.append(f"{r['name']}: " + "; ".join(parts))

@@ -1,0 +1,37 @@
+"""Give the daemon's threads names the kernel shows (`top -H`, `ps -L`, /proc/PID/task/TID/comm).
+
+Python before 3.14 names threads for itself only; every thread of the daemon is "aios-host" to the
+kernel, so nobody can tell whether the loop, the probes' map reads or the API is using the CPU.
+prctl(PR_SET_NAME) names the calling thread (15 bytes at most, as the kernel keeps them).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+from collections.abc import Callable
+from typing import Any
+
+PR_SET_NAME = 15
+TASK_COMM_LEN = 16  # including the NUL
+
+_libc: Any = None
+
+
+def set_name(name: str) -> bool:
+    """Name the calling thread; False where prctl is not there (the name is only a diagnosis)."""
+    global _libc
+    try:
+        if _libc is None:
+            _libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
+        return _libc.prctl(PR_SET_NAME, name.encode()[:TASK_COMM_LEN - 1], 0, 0, 0) == 0
+    except (OSError, AttributeError):
+        return False
+
+
+def named(name: str, target: Callable[..., Any]) -> Callable[..., Any]:
+    """target, run under the kernel-visible name `name` (for threading.Thread(target=...))."""
+    def run(*args: Any, **kwargs: Any) -> Any:
+        set_name(name)
+        return target(*args, **kwargs)
+    return run
