@@ -48,7 +48,7 @@ from aios_host.kernel.cgroup import CgroupFs
 from aios_host.kernel.inventory import Inventory, read_inventory
 from aios_host.kernel.root import SysRoot
 from aios_host.log import get_logger
-from aios_host.policy.demand import ClassUsage
+from aios_host.policy.demand import ClassUsage, cpu_demand
 from aios_host.policy.engine import Decision, check_on_host, decide
 from aios_host.policy.plan import Plan, Write
 from aios_host.policy.schema import Policy, load_policy
@@ -391,8 +391,6 @@ class Daemon:
         if targets != self.targets:
             self._decided_usage = None  # new cgroups or processes: decide now
         self.targets, self._targets_at = targets, now
-        if self._index is not None:
-            self._index.refresh()
 
     def _probe_figures(self) -> dict[str, ClassProbeFigures] | None:
         if self._probe_source is None:
@@ -401,7 +399,8 @@ class Daemon:
         if s.value is None or not s.fresh:
             return None  # stale: demand from cgroupfs alone this tick (a skip was counted)
         if self._probe_prev is None or s.value.t_ns != self._probe_prev.t_ns:
-            self._probe_figs = class_probe_figures(self._probe_prev, s.value, self._index.known, self.targets)
+            paths = self._index.covering(s.value.cgroups)  # walks the tree only for a new cgroup
+            self._probe_figs = class_probe_figures(self._probe_prev, s.value, paths, self.targets)
             self._probe_prev = s.value
         return self._probe_figs
 
@@ -410,18 +409,16 @@ class Daemon:
             return True
         if now - self._decided_at >= self.opts.recheck_s:
             return True
+        # Demand, not its inputs: run-queue p99 moves by more than any band from one second to the
+        # next, but it raises demand only above its target and by a capped amount (cpu_raise).
         band = self.opts.demand_deadband
         for name, u in usage.items():
             old = self._decided_usage.get(name)
             if old is None or (u.cpu_cores is None) != (old.cpu_cores is None):
                 return True
-            if u.cpu_cores is not None and old.cpu_cores is not None and \
-                    abs(u.cpu_cores - old.cpu_cores) > max(0.05, band * old.cpu_cores):
+            d0, d1 = cpu_demand(old), cpu_demand(u)
+            if d0 is not None and d1 is not None and abs(d1 - d0) > max(0.05, band * d0):
                 return True
-            if u.runq_p99_usec != old.runq_p99_usec and (u.runq_p99_usec or 0) > 0:
-                r0, r1 = old.runq_p99_usec or 0.0, u.runq_p99_usec or 0.0
-                if abs(r1 - r0) > band * max(r0, 1.0):
-                    return True
         return False
 
     def _guard_tick(self, now: float) -> None:

@@ -56,6 +56,12 @@ def cpu_raise(u: ClassUsage) -> float:
     return max(psi, runq)
 
 
+def cpu_demand(u: ClassUsage) -> float | None:
+    """The CPU (cores) a class asks for: its usage raised by its stall (cpu_raise); None when
+    nothing was measured (build_problem then asks for its max)."""
+    return None if u.cpu_cores is None else u.cpu_cores * (1 + cpu_raise(u))
+
+
 @dataclass(frozen=True)
 class Capacity:
     cpu_cores: float
@@ -140,14 +146,12 @@ def build_problem(
         maxes: dict[str, float] = {}
         if cpu.max is not None:
             maxes["cpu"] = cpu.max.resolve(cpu_cap)
-        if u.cpu_cores is not None:
-            cpu_demand = u.cpu_cores * (1 + cpu_raise(u))
-        else:
-            cpu_demand = maxes.get("cpu", cpu_cap)
+        measured = cpu_demand(u)
+        demand = measured if measured is not None else maxes.get("cpu", cpu_cap)
         if cpu.min is not None:
             mins["cpu"] = cpu.min.resolve(cpu_cap)
             if cpu.exclusive:
                 # Whole physical cores, every SMT sibling; exactly its cores: no more, no less.
-                mins["cpu"] = maxes["cpu"] = cpu_demand = mins["cpu"] * smt
-        classes.append(ClassDemand(spec.name, float(spec.weight), spec.priority, {"cpu": cpu_demand}, mins, maxes))
+                mins["cpu"] = maxes["cpu"] = demand = mins["cpu"] * smt
+        classes.append(ClassDemand(spec.name, float(spec.weight), spec.priority, {"cpu": demand}, mins, maxes))
     return Problem(capacity=cap.as_problem(), classes=tuple(classes))

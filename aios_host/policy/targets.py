@@ -108,31 +108,55 @@ def job_pids(root: SysRoot, label: str) -> set[int]:
     return out
 
 
-def _matching_pids(root: SysRoot, spec: ClassSpec) -> tuple[int, ...]:
+class _Procs:
+    """/proc as one resolution sees it: listed once, each pid's comm and exe read at most once, so
+    that N classes matched by comm cost one pass over the processes, not N."""
+
+    def __init__(self, root: SysRoot) -> None:
+        self.root = root
+        self._pids: list[str] | None = None
+        self._comm: dict[int, str] = {}
+        self._exe: dict[int, str | None] = {}
+
+    def pids(self) -> list[str]:
+        if self._pids is None:
+            self._pids = [e for e in self.root.listdir("/proc") if e.isdigit()]
+        return self._pids
+
+    def comm(self, pid: int) -> str:
+        c = self._comm.get(pid)
+        if c is None:
+            c = self._comm[pid] = (self.root.read_optional(f"/proc/{pid}/comm") or "").strip()
+        return c
+
+    def exe(self, pid: int) -> str | None:
+        if pid not in self._exe:
+            try:
+                self._exe[pid] = self.root.readlink(f"/proc/{pid}/exe")
+            except Exception:  # noqa: BLE001 - kernel threads have no exe; gone pids too
+                self._exe[pid] = None
+        return self._exe[pid]
+
+
+def _matching_pids(procs: _Procs, spec: ClassSpec) -> tuple[int, ...]:
     m = spec.match
     if not (m.comm or m.exe or m.job):
         return ()
     comm_re = compile_regex(m.comm) if m.comm else None
     exe_re = compile_regex(m.exe) if m.exe else None
-    of_job = job_pids(root, m.job) if m.job else None
-    if of_job is not None:
-        candidates = sorted(str(p) for p in of_job)
-    else:
-        candidates = [e for e in root.listdir("/proc") if e.isdigit()]
+    of_job = job_pids(procs.root, m.job) if m.job else None
+    candidates = sorted(str(p) for p in of_job) if of_job is not None else procs.pids()
     pids = []
     for entry in candidates:
         if entry == "1":
             continue
         pid = int(entry)
         try:
-            if comm_re and not comm_re.search((root.read_optional(f"/proc/{pid}/comm") or "").strip()):
+            if comm_re and not comm_re.search(procs.comm(pid)):
                 continue
             if exe_re:
-                try:
-                    exe = root.readlink(f"/proc/{pid}/exe")
-                except Exception:  # noqa: BLE001 - kernel threads have no exe; gone pids too
-                    continue
-                if not exe_re.search(exe):
+                exe = procs.exe(pid)
+                if exe is None or not exe_re.search(exe):
                     continue
         except OSError:
             continue  # exited while we looked
@@ -141,9 +165,11 @@ def _matching_pids(root: SysRoot, spec: ClassSpec) -> tuple[int, ...]:
 
 
 def resolve_targets(fs: CgroupFs, policy: Policy) -> dict[str, ClassTarget]:
-    all_cgroups = list(fs.walk())
-    by_rel = {cg.rel: cg for cg in all_cgroups}
     managed = policy.host.managed_root.strip("/")
+    # The tree is walked only for classes that match existing cgroups, /proc only for the others.
+    all_cgroups = list(fs.walk()) if any(_matches_existing(s) for s in policy.classes) else []
+    by_rel = {cg.rel: cg for cg in all_cgroups}
+    procs = _Procs(fs.root)
     targets = {}
     for spec in policy.classes:
         if _matches_existing(spec):
@@ -151,6 +177,6 @@ def resolve_targets(fs: CgroupFs, policy: Policy) -> dict[str, ClassTarget]:
         else:
             targets[spec.name] = ClassTarget(
                 spec.name, (f"{managed}/{spec.name}",), owned=True,
-                move_pids=_matching_pids(fs.root, spec),
+                move_pids=_matching_pids(procs, spec),
             )
     return targets

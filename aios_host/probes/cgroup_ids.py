@@ -10,7 +10,7 @@ lookup.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 
 from aios_host.errors import KernelError
 from aios_host.kernel.cgroup import CgroupFs
@@ -45,6 +45,7 @@ class CgroupIndex:
         self._clock = clock
         self._paths: dict[int, str] = {}
         self._refreshed_at: float | None = None
+        self._gone: set[int] = set()  # ids a walk did not find (see covering)
 
     def refresh(self) -> None:
         self._paths = walk_ids(self.fs)
@@ -76,3 +77,17 @@ class CgroupIndex:
     @property
     def known(self) -> dict[int, str]:
         return dict(self._paths)
+
+    def covering(self, ids: Iterable[int]) -> Mapping[int, str]:
+        """The index (read-only), walked again first when `ids` (a probe sample's cgroups) name a
+        cgroup it has not seen, at most once per min_refresh_s. An id still unknown after a walk
+        (its cgroup already removed) does not cause another; so a steady host never walks the tree
+        here, and a new cgroup is found by the first sample that counts it."""
+        ids = set(ids)
+        ids.discard(UNKNOWN_ID)
+        self._gone &= ids  # forget ids the probes forgot: the set stays as small as a sample
+        new = [i for i in ids if i not in self._paths and i not in self._gone]
+        if new and (self._refreshed_at is None or self._clock() - self._refreshed_at >= self.min_refresh_s):
+            self.refresh()
+            self._gone.update(i for i in new if i not in self._paths)
+        return self._paths

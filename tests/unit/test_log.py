@@ -29,3 +29,19 @@ def test_json_sink_writes_one_json_object_per_event(capsys):
     line = capsys.readouterr().err.strip().splitlines()[-1]
     rec = json.loads(line)
     assert rec["event"] == "rank_started" and rec["job"] == "train" and rec["rank"] == 1
+
+
+def test_journald_events_name_the_code_that_logged_not_the_renderer():
+    sent = []
+    log.configure("info", sink="json")
+    renderer = log.JournaldRenderer(lambda msg, **kw: sent.append(kw))
+    structlog.configure(processors=[structlog.processors.add_log_level, renderer])
+    try:
+        def some_caller() -> None:
+            log.get_logger().info("an_event", x=1)
+        some_caller()
+    finally:
+        log.configure("info", sink="json")
+    fields = sent[0]
+    assert fields["CODE_FUNC"] == "some_caller" and fields["CODE_FILE"] == __file__
+    assert isinstance(fields["CODE_LINE"], int) and fields["CODE_LINE"] > 0

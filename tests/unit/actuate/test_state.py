@@ -36,6 +36,16 @@ def test_a_good_journal_loads(store):
     assert isinstance(rec, ApplyRecord) and rec.writes[0].new == "50000 100000"
 
 
+@pytest.mark.parametrize("n", [0, 1, 3])
+def test_saved_records_load_back_equal_one_per_line(store, n):
+    records = [ApplyRecord.from_dict({**RECORD, "id": f"r{i}", "policy": 'a "quoted"\npolicy'}) for i in range(n)]
+    store.save(records)
+    assert store.load() == records
+    text = store.path.read_text()
+    assert json.loads(text)["version"] == 1
+    assert sum(line.startswith('{"id"') for line in text.splitlines()) == n
+
+
 def test_unreadable_journal_is_permission_denied_needs_root(store, monkeypatch):
     store.path.parent.mkdir(parents=True)
     store.path.write_text(json.dumps({"version": 1, "applies": [RECORD]}))

@@ -388,3 +388,38 @@ def test_a_busy_phase_after_a_light_one_takes_the_batch_weight_down_with_the_pro
     rise = next(i for i, (p, _) in enumerate(again) if p > light[-1][0])
     assert again[rise][1] < light[-1][1], (light[-1], again)  # batch fell in the same tick
     d.shutdown()
+
+
+def test_runqueue_latency_below_its_target_moves_no_decision_above_it_does(host, monkeypatch):
+    """A steady host decides only every recheck_s, however much the run-queue p99 moves below the
+    target (where it does not raise demand); crossing the target re-decides at once."""
+    import aios_host.daemon.loop as loop_mod
+
+    root, _ = host
+    clock = Clock()
+    probes = FakeProbes(root)
+    d = make(host, clock, hold_ticks=1, cooldown_s=0, probes=True, probe_factory=lambda r: probes,
+             probe_deadline_s=1e9, half_life_s=1.0, recheck_s=3600.0)
+    assert d.wait_probes(5.0)
+    run_ticks(d, clock, 2)
+    web_id = os.stat(root.path(f"{CG}/web")).st_ino
+    calls = []
+    real = loop_mod.decide
+    monkeypatch.setattr(loop_mod, "decide", lambda *a: calls.append(clock.t) or real(*a))
+
+    def tick(i: int, wait_usec: float) -> None:
+        set_usage(root, "web", i * 1_500_000)
+        set_usage(root, "batch", i * 1_500_000)
+        probes.add_waits(web_id, wait_usec, 1000)
+        d._probe_source.sample_now()
+        run_ticks(d, clock, 1)
+
+    for i in range(1, 8):  # settle: usage smoothed to 1.5 cores each
+        tick(i, 1000.0)
+    calls.clear()
+    for i in range(8, 16):  # p99 1 ms, 3 ms, 1 ms, ...: a factor of 3 each second, all below 5 ms
+        tick(i, 1000.0 if i % 2 else 3000.0)
+    assert calls == []
+    tick(16, 9000.0)  # p99 ~9 ms: demand up by ~40%
+    assert len(calls) == 1
+    d.shutdown()

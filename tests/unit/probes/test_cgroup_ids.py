@@ -48,3 +48,30 @@ def test_index_refreshes_on_a_miss_at_most_once_per_interval(tmp_path):
     clock.t = 1.5
     assert idx.path(new) == "/new"
     assert idx.resolve([a, new, 0, 999999999]) == {a: "/a", new: "/new", 0: UNKNOWN_PATH}
+
+
+def test_covering_walks_for_a_new_cgroup_only_and_once_for_a_removed_one(tmp_path, monkeypatch):
+    fs = _tree(tmp_path)
+    clock = Clock()
+    idx = CgroupIndex(fs, min_refresh_s=1.0, clock=clock)
+    walks = []
+    real = idx.refresh
+    monkeypatch.setattr(idx, "refresh", lambda: walks.append(clock.t) or real())
+    a = fs.cgroup("a").id
+    assert idx.covering([a, 0])[a] == "/a" and walks == [0.0]  # the first sample: one walk
+    for t in range(1, 6):  # a steady host: the same cgroups every sample, no walk
+        clock.t = float(t)
+        assert idx.covering([a, 0])[a] == "/a"
+    assert walks == [0.0]
+    fake_cgroup(tmp_path, f"{MOUNT}/new", HYBRID)
+    new = fs.cgroup("new").id
+    clock.t = 6.0
+    assert idx.covering([a, new])[new] == "/new" and walks == [0.0, 6.0]
+    removed = 987654321  # counted by the probes, its cgroup gone before the walk
+    for t in range(7, 12):
+        clock.t = float(t)
+        assert removed not in idx.covering([a, new, removed])
+    assert walks == [0.0, 6.0, 7.0]  # one walk to learn it is gone, then none
+    clock.t = 12.0
+    idx.covering([a, new])  # the probes forgot it (pruned): so does the index
+    assert removed not in idx._gone
