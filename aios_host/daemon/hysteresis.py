@@ -118,6 +118,17 @@ class Hysteresis:
             del self._wanted[path]
         return now_writes, held
 
+    def next_due_s(self) -> float:
+        """When a held write could next be made without the decision changing: at once (-inf)
+        while one still counts its hold ticks (it needs the next decisions), else when the first
+        cool-down ends (+inf: nothing held). Deciding again before then only repeats the decision."""
+        due = float("inf")
+        for path, cur in self._wanted.items():
+            if cur.ticks < self.hold_ticks:
+                return -float("inf")
+            due = min(due, self._written_at.get(path, -float("inf")) + self.cooldown_s)
+        return due
+
     def written(self, writes: Iterable[Write], now_s: float) -> None:
         for w in writes:
             if w.op in _HELD_OPS:

@@ -405,7 +405,11 @@ class Daemon:
         return self._probe_figs
 
     def _should_decide(self, usage: dict[str, ClassUsage], now: float) -> bool:
-        if self._decided_usage is None or self._decided_at is None or self._pending:
+        if self._decided_usage is None or self._decided_at is None:
+            return True
+        # A held write needs the next decisions only to count its hold ticks, then to be
+        # confirmed when its file's cool-down ends; in between the same demand decides the same.
+        if self._pending and now >= self.hysteresis.next_due_s():
             return True
         if now - self._decided_at >= self.opts.recheck_s:
             return True

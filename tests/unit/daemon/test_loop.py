@@ -423,3 +423,35 @@ def test_runqueue_latency_below_its_target_moves_no_decision_above_it_does(host,
     tick(16, 9000.0)  # p99 ~9 ms: demand up by ~40%
     assert len(calls) == 1
     d.shutdown()
+
+
+def test_a_held_fall_on_a_steady_host_is_decided_again_when_due_not_every_tick(host, monkeypatch):
+    import aios_host.daemon.loop as loop_mod
+
+    root, _ = host
+    clock = Clock()
+    d = make(host, clock, hold_ticks=2, cooldown_s=20.0, half_life_s=0.01, recheck_s=3600.0)
+    run_ticks(d, clock, 2)
+    usec = {"web": 0, "batch": 0}
+
+    def tick(web_cores: float, batch_cores: float) -> None:
+        usec["web"] += int(web_cores * 1e6)
+        usec["batch"] += int(batch_cores * 1e6)
+        set_usage(root, "web", usec["web"])
+        set_usage(root, "batch", usec["batch"])
+        run_ticks(d, clock, 1)
+
+    for _ in range(12):  # web busy, batch light: web's weight rises at once
+        tick(3.0, 0.5)
+    w_busy = int(root.path(f"{CG}/web/cpu.weight").read_text())
+    calls = []
+    real = loop_mod.decide
+    monkeypatch.setattr(loop_mod, "decide", lambda *a: calls.append(clock.t) or real(*a))
+    t_change = clock.t
+    for _ in range(24):  # then web light, batch busy, steady: web's fall is held, then rests
+        tick(0.5, 3.0)
+    assert d.view.writes_pending == 0
+    assert int(root.path(f"{CG}/web/cpu.weight").read_text()) < w_busy  # the fall was written
+    # the move itself, the 2nd hold tick, and the end of the cool-down: not one decision per tick
+    assert 2 <= len(calls) <= 5, [c - t_change for c in calls]
+    d.shutdown()

@@ -159,6 +159,22 @@ def test_a_rise_is_written_at_once_a_fall_holds_and_rests():
     assert h.select([down], 10)[0] == [down]
 
 
+def test_a_held_write_is_due_at_once_while_it_counts_ticks_then_when_its_file_has_rested():
+    h = Hysteresis(hold_ticks=3, cooldown_s=10)
+    assert h.next_due_s() == float("inf")  # nothing held
+    up = Write("write", "/a/cpu.weight", "100", "5000", "why")
+    h.written(h.select([up], 0)[0], 0)
+    down = Write("write", "/a/cpu.weight", "5000", "100", "why")
+    h.select([down], 1)
+    assert h.next_due_s() == -float("inf")  # 1 of 3 ticks: the next decisions are needed
+    h.select([down], 2)
+    h.select([down], 3)
+    assert h.next_due_s() == 10  # held 3 ticks: only the cool-down is left
+    assert h.select([down], 10)[0] == [down]  # one decision at t=10 writes it
+    h.written([down], 10)
+    assert h.next_due_s() == float("inf")
+
+
 def test_a_flapping_value_rises_once_and_never_falls_back_within_the_hold():
     h = Hysteresis(hold_ticks=3, cooldown_s=0)
     writes = 0
