@@ -24,7 +24,7 @@ JOURNAL_SOCKET = "/run/systemd/journal/socket"
 # syslog(3) priorities, as journald wants them in PRIORITY=.
 _PRIORITY = {"critical": 2, "error": 3, "warning": 4, "info": 6, "debug": 7}
 _FIELD_OK = re.compile(r"[^A-Z0-9_]")
-_STRUCTLOG_DIR = os.path.dirname(structlog.__file__)
+_STRUCTLOG_DIR = os.path.dirname(structlog.__file__) + os.sep
 
 
 def journal_field(key: str) -> str:
@@ -36,11 +36,15 @@ def journal_field(key: str) -> str:
 def _caller() -> tuple[str, int, str]:
     """File, line and function of the code that logged: the first frame outside structlog and here."""
     f: FrameType | None = sys._getframe(2)
-    while f is not None and (f.f_code.co_filename == __file__ or _STRUCTLOG_DIR in f.f_code.co_filename):
+    while f is not None and (f.f_code.co_filename == _THIS_FILE
+                             or f.f_code.co_filename.startswith(_STRUCTLOG_DIR)):
         f = f.f_back
     if f is None:
         return "?", 0, "?"
     return f.f_code.co_filename, f.f_lineno, f.f_code.co_name
+
+
+_THIS_FILE = _caller.__code__.co_filename  # as frames name it (not __file__: a .pyc install)
 
 
 class JournaldRenderer:

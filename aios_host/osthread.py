@@ -8,7 +8,6 @@ prctl(PR_SET_NAME) names the calling thread (15 bytes at most, as the kernel kee
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 from collections.abc import Callable
 from typing import Any
 
@@ -23,7 +22,7 @@ def set_name(name: str) -> bool:
     global _libc
     try:
         if _libc is None:
-            _libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
+            _libc = ctypes.CDLL(None, use_errno=True)  # the process's own symbols: libc's prctl
         return _libc.prctl(PR_SET_NAME, name.encode()[:TASK_COMM_LEN - 1], 0, 0, 0) == 0
     except (OSError, AttributeError):
         return False

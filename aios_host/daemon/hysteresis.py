@@ -73,6 +73,7 @@ class Hysteresis:
         self.hold_ticks = hold_ticks
         self.cooldown_s = cooldown_s
         self._wanted: dict[str, _Wanted] = {}
+        self._held: set[str] = set()  # the paths the last select() held back
         self._written_at: dict[str, float] = {}
         self._written_value: dict[str, str] = {}
 
@@ -89,6 +90,7 @@ class Hysteresis:
         writes = list(writes)
         now_writes: list[Write] = []
         held = 0
+        self._held = set()
         seen: set[str] = set()
         # the highest tier rising on each controller in this decision: lower tiers' falls go with it
         top_rise: dict[str | None, int] = {}
@@ -114,6 +116,7 @@ class Hysteresis:
                 now_writes.append(w)
             else:
                 held += 1
+                self._held.add(w.path)
         for path in [p for p in self._wanted if p not in seen]:
             del self._wanted[path]
         return now_writes, held
@@ -123,7 +126,8 @@ class Hysteresis:
         while one still counts its hold ticks (it needs the next decisions), else when the first
         cool-down ends (+inf: nothing held). Deciding again before then only repeats the decision."""
         due = float("inf")
-        for path, cur in self._wanted.items():
+        for path in self._held:  # not a selected write the loop could not make (unavailable, failed)
+            cur = self._wanted[path]
             if cur.ticks < self.hold_ticks:
                 return -float("inf")
             due = min(due, self._written_at.get(path, -float("inf")) + self.cooldown_s)
@@ -139,5 +143,6 @@ class Hysteresis:
     def reset(self) -> None:
         """A new policy: its first decision is held like any other, but nothing is resting."""
         self._wanted.clear()
+        self._held.clear()
         self._written_at.clear()
         self._written_value.clear()

@@ -2,7 +2,7 @@
 
     tick = requests from the API -> targets (re-resolved every rescan_s) -> read the classes'
            cgroup files (held open, pread) + the probes' latest sample (off the loop) ->
-           smoothed usage -> [only when demand moved, a write is held, or every recheck_s]
+           smoothed usage -> [only when demand moved, a held write is due, or every recheck_s]
            decide (solve, desired state, plan) -> route (systemd units via D-Bus) ->
            hysteresis -> journal originals -> write -> publish a DaemonView
 
@@ -256,7 +256,7 @@ class Daemon:
     def _start_probes(self) -> None:
         from aios_host.probes.cgroup_ids import CgroupIndex
 
-        self._index = CgroupIndex(self.fs)
+        self._index = CgroupIndex(self.fs, clock=self.clock)
         holder: dict[str, Any] = {}
 
         def setup() -> None:

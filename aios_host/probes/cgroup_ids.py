@@ -82,7 +82,8 @@ class CgroupIndex:
         """The index (read-only), walked again first when `ids` (a probe sample's cgroups) name a
         cgroup it has not seen, at most once per min_refresh_s. An id still unknown after a walk
         (its cgroup already removed) does not cause another; so a steady host never walks the tree
-        here, and a new cgroup is found by the first sample that counts it."""
+        here, and a new cgroup is found by the first sample that counts it. A known id keeps its
+        path: the kernel renames cgroups on v1 hierarchies only, never on cgroup2."""
         ids = set(ids)
         ids.discard(UNKNOWN_ID)
         self._gone &= ids  # forget ids the probes forgot: the set stays as small as a sample

@@ -175,6 +175,32 @@ def test_runqueue_latency_from_the_probes_raises_demand(host):
     assert slow["web"] > 1.3 * slow["batch"]
 
 
+def test_a_cgroup_made_after_the_start_counts_for_its_class_at_the_next_sample(host):
+    root, _ = host
+    clock = Clock()
+    probes = FakeProbes(root)
+    d = make(host, clock, hold_ticks=1, cooldown_s=0, probes=True, probe_factory=lambda r: probes,
+             probe_deadline_s=1e9, interval_s=3600)
+    assert d.wait_probes(5.0)
+    run_ticks(d, clock, 2)
+    web_id = os.stat(root.path(f"{CG}/web")).st_ino
+    for i in range(1, 4):  # the index has walked the tree it started with, and is steady
+        set_usage(root, "web", i * 1_000_000)
+        probes.add_waits(web_id, 100.0, 10)
+        d._probe_source.sample_now()
+        run_ticks(d, clock, 1)
+    os.makedirs(root.path(f"{CG}/web/rank0"))  # e.g. a job rank's own cgroup below its class
+    rank_id = os.stat(root.path(f"{CG}/web/rank0")).st_ino
+    set_usage(root, "web", 4_000_000)
+    probes.add_waits(rank_id, 9000.0, 1000)
+    d._probe_source.sample_now()
+    run_ticks(d, clock, 1)
+    p99 = {c.name: c.runq_p99_seconds for c in d.view.classes}
+    assert p99["web"] is not None and p99["web"] > 0.005
+    os.rmdir(root.path(f"{CG}/web/rank0"))  # the rank's cgroup goes before the daemon restores
+    d.shutdown()
+
+
 def test_probe_maps_forget_removed_cgroups_every_prune_interval(host):
     root, _ = host
     clock = Clock()

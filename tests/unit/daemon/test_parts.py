@@ -175,6 +175,18 @@ def test_a_held_write_is_due_at_once_while_it_counts_ticks_then_when_its_file_ha
     assert h.next_due_s() == float("inf")
 
 
+def test_a_selected_write_the_loop_could_not_make_does_not_make_a_held_one_due():
+    h = Hysteresis(hold_ticks=3, cooldown_s=10)
+    up = Write("write", "/a/cpu.weight", "100", "5000", "why")
+    h.written(h.select([up], 0)[0], 0)
+    down = Write("write", "/a/cpu.weight", "5000", "100", "why")
+    refused = Write("write", "/b/cpu.weight", "100", "200", "why")  # a rise: selected, never written
+    for t in (1, 2, 3):
+        now, held = h.select([down, refused], t)
+        assert now == [refused] and held == 1
+    assert h.next_due_s() == 10  # the held fall's cool-down, not "at once" for the refused write
+
+
 def test_a_flapping_value_rises_once_and_never_falls_back_within_the_hold():
     h = Hysteresis(hold_ticks=3, cooldown_s=0)
     writes = 0
