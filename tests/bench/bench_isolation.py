@@ -322,7 +322,9 @@ def cpu_s(pids: list[int]) -> float:
 
 def thread_cpu_s(pid: int) -> dict[str, float]:
     """CPU seconds of each of a process's threads, summed by the name the kernel shows (the daemon
-    names its threads: aios-probes, aios-api, ...; the main thread, the loop, keeps the process's)."""
+    names its threads: aios-probes, aios-api, ...; the main thread, the loop, keeps the process's).
+    Threads alive now only: the API's one-per-request threads that have ended are not in it, so the
+    names add up to a little less than the process's own figure (daemon_cpu_s_window)."""
     out: dict[str, float] = {}
     try:
         tids = os.listdir(f"/proc/{pid}/task")
