@@ -313,6 +313,8 @@ def serve(registry: CollectorRegistry, host: str = "127.0.0.1",
     choice. The bound port is server.server_port; stop() shuts the server down.
     """
     server, thread = start_http_server(port, addr=host, registry=registry)
+    if thread.native_id is not None:  # started by prometheus_client: named from outside
+        osthread.name_thread(thread.native_id, "aios-metrics")
     return server, thread
 
 

@@ -28,6 +28,17 @@ def set_name(name: str) -> bool:
         return False
 
 
+def name_thread(native_id: int, name: str) -> bool:
+    """Name another thread of this process (one a library started): /proc/self/task/TID/comm,
+    which the kernel lets a process write for its own threads."""
+    try:
+        with open(f"/proc/self/task/{native_id}/comm", "w") as f:
+            f.write(name[:TASK_COMM_LEN - 1])
+        return True
+    except OSError:
+        return False
+
+
 def named(name: str, target: Callable[..., Any]) -> Callable[..., Any]:
     """target, run under the kernel-visible name `name` (for threading.Thread(target=...))."""
     def run(*args: Any, **kwargs: Any) -> Any:

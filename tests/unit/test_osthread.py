@@ -52,3 +52,17 @@ def test_a_slow_source_thread_carries_its_source_name() -> None:
     finally:
         src.stop()
     assert seen[0] == "aios-probes"
+
+
+def test_a_thread_a_library_started_is_named_from_outside() -> None:
+    started = threading.Event()
+    done = threading.Event()
+    t = threading.Thread(target=lambda: (started.set(), done.wait(5)))
+    t.start()
+    started.wait(5)
+    try:
+        assert t.native_id is not None and osthread.name_thread(t.native_id, "aios-metrics")
+        assert _comm_of(t.native_id) == "aios-metrics"
+    finally:
+        done.set()
+        t.join()
