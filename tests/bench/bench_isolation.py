@@ -38,9 +38,10 @@ window), isol% per busy phase (the second follows a light phase: how fast protec
 with ratios against the static settings. Targets (the issue): aios-host isol% >= 90 and busy p99
 <= 2x solo, no worse than the static settings on either, and more batch work than the static cpuset
 split. The JSON also has, once a second: requests/s, cpu.weight of every cgroup on the path of each
-side, CPU used by each side and by the daemon, and the daemon's own view of each class (usage,
-PSI, run-queue p99, demand, allocation, from its API); the out dir has the daemon's journal and
-status per aios configuration (aios-*.journal.txt, aios-*.status-*.json) and its policies.
+side, CPU used by each side and by the daemon (over the window also per daemon thread), and the
+daemon's own view of each class (usage, PSI, run-queue p99, demand, allocation, from its API); the
+out dir has the daemon's journal and status per aios configuration (aios-*.journal.txt,
+aios-*.status-*.json) and its policies.
 
 Timings on a 2-vCPU TCG guest are noisy: compare only within one run.
 """
