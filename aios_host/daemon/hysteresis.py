@@ -89,7 +89,6 @@ class Hysteresis:
         priority of the class a written path belongs to (None: no class, e.g. aios.slice)."""
         writes = list(writes)
         now_writes: list[Write] = []
-        held = 0
         self._held = set()
         seen: set[str] = set()
         # the highest tier rising on each controller in this decision: lower tiers' falls go with it
@@ -115,11 +114,10 @@ class Hysteresis:
             if self._rise(w) or makes_room or (cur.ticks >= self.hold_ticks and rested):
                 now_writes.append(w)
             else:
-                held += 1
                 self._held.add(w.path)
         for path in [p for p in self._wanted if p not in seen]:
             del self._wanted[path]
-        return now_writes, held
+        return now_writes, len(self._held)
 
     def next_due_s(self) -> float:
         """When a held write could next be made without the decision changing: at once (-inf)
