@@ -136,6 +136,11 @@ def build_problem(
     """The CPU problem of `policy` on this host; InfeasibleError first if its memory guarantees
     cannot be met (the CPU guarantees are checked by the solver)."""
     check_memory_guarantees(policy, cap.memory_bytes)
+    return cpu_problem(policy, cap, usage, smt)
+
+
+def cpu_problem(policy: Policy, cap: Capacity, usage: dict[str, ClassUsage], smt: int = 1) -> Problem:
+    """build_problem() without the memory check: what the daemon compares every tick."""
     cpu_cap = cap.cpu_cores
     none = ClassUsage()
     classes = []

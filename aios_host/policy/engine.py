@@ -14,12 +14,12 @@ from aios_host.energy.plan import energy_plan
 from aios_host.kernel.cgroup import CgroupFs
 from aios_host.kernel.inventory import Inventory
 from aios_host.policy.cores import assign_cores
-from aios_host.policy.demand import Capacity, ClassUsage, build_problem, capacity
+from aios_host.policy.demand import Capacity, ClassUsage, build_problem, capacity, cpu_problem
 from aios_host.policy.mapping import desired_state, memory_files, protections
 from aios_host.policy.plan import DesiredCgroup, Plan, make_plan
 from aios_host.policy.problem import Allocation, CoreAssignment, CoreRequest, Problem
 from aios_host.policy.schema import Policy
-from aios_host.policy.solver import solve
+from aios_host.policy.solver import decisive_demands, solve
 from aios_host.policy.targets import ClassTarget
 
 
@@ -69,12 +69,23 @@ def assign(policy: Policy, inv: Inventory) -> CoreAssignment:
     )
 
 
+def _smt(inv: Inventory) -> int:
+    """Threads per core: an exclusive class's whole cores are this many CPUs each."""
+    return max(len(c) for c in inv.cores) if inv.cores else 1
+
+
+def decisive(policy: Policy, inv: Inventory, usage: dict[str, ClassUsage]) -> dict[str, float]:
+    """The CPU demands decide() would solve with, as far as they can change what it decides
+    (solver.decisive_demands): the daemon decides again only when one of these moves."""
+    return decisive_demands(cpu_problem(policy, capacity(policy, inv), usage, smt=_smt(inv)))
+
+
 def check_on_host(policy: Policy, inv: Inventory) -> Capacity:
     """What `policy check` and a daemon switching policy verify beyond the file itself: the
     guarantees fit this host (the LP with no demand is feasible), exclusive cores can be given, and
     no memory limit comes to nothing here. Raises with one line; returns the capacity."""
     cap = capacity(policy, inv)
-    smt = max(len(c) for c in inv.cores) if inv.cores else 1
+    smt = _smt(inv)
     solve(build_problem(policy, cap, {}, smt=smt))
     assign(policy, inv)
     prot = protections(policy, cap.memory_bytes)
@@ -107,7 +118,7 @@ def decide(
 ) -> Decision:
     with _cyclic_gc_paused():
         cap = capacity(policy, inv)
-        smt = max(len(c) for c in inv.cores) if inv.cores else 1
+        smt = _smt(inv)
         problem = build_problem(policy, cap, usage, smt=smt)
         allocation = solve(problem)
         cores = assign(policy, inv)

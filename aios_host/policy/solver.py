@@ -313,6 +313,51 @@ def by_class(data: ProblemArrays, values: np.ndarray) -> ByClass:
     return ByClass(data.names, data.resources, values.tolist())
 
 
+def decisive_demands(problem: Problem, resource: str = "cpu") -> dict[str, float]:
+    """Each class's demand for `resource` as far as solve() can tell it apart. Two problems with
+    the same capacity, classes, weights, priorities and bounds whose decisive demands are equal get
+    the same amounts, and the same min(amount, demand) (what the daemon routes on). The daemon
+    re-solves only when these move (loop._should_decide): a protected class asking 3.5 or 4.2
+    cores of a 2-core host gets the host either way, and a lower tier under it its min.
+
+    Walking the tiers as solve() does, with the capacity C_t left to each (after higher tiers'
+    amounts and lower tiers' mins), a class's demand is cut (demand capped by its max first):
+    - to its min, in a tier with nothing left above its mins: every class there gets its min
+      whatever it asks (a demand below the min still counts: min(amount, demand) shows it);
+    - to C_t, when it is alone in its tier: it can get no more than C_t however much it asks;
+    - not at all in a tier of several classes with room above their mins: step 3 serves them
+      in order of w_i / c_ir, so any move of a demand may reorder them."""
+    cap = max(0.0, float(problem.capacity.get(resource, 0.0)))
+    classes = sorted(problem.classes, key=attrgetter("name"))
+    classes.sort(key=attrgetter("priority"), reverse=True)
+    negligible = NEGLIGIBLE * cap
+    lo = [m if (m := c.min.get(resource, 0.0)) > negligible else 0.0 for c in classes]
+    raw = [d if (d := c.demand.get(resource, 0.0)) > negligible else 0.0 for c in classes]
+    hi = [min(max(r, m), c.max.get(resource, math.inf)) for c, r, m in zip(classes, raw, lo, strict=True)]
+    min_after = [0.0] * (len(classes) + 1)
+    for j in range(len(classes) - 1, -1, -1):
+        min_after[j] = min_after[j + 1] + lo[j]
+    out: dict[str, float] = {}
+    used, start = 0.0, 0
+    while start < len(classes):
+        stop = start + 1
+        while stop < len(classes) and classes[stop].priority == classes[start].priority:
+            stop += 1
+        tier_min = sum(lo[start:stop])
+        cap_t = max(cap - used - min_after[stop], tier_min)
+        for j in range(start, stop):
+            asked = min(raw[j], classes[j].max.get(resource, math.inf))
+            if cap_t <= tier_min * (1 + CAPACITY_RTOL):
+                out[classes[j].name] = min(asked, lo[j])
+            elif stop - start == 1:
+                out[classes[j].name] = min(asked, cap_t)
+            else:
+                out[classes[j].name] = asked
+        used += min(sum(hi[start:stop]), cap_t)
+        start = stop
+    return out
+
+
 def _tiers(priority: np.ndarray) -> list[tuple[int, int]]:
     """[start, stop) column ranges of equal priority; columns are sorted by priority already."""
     if priority.size == 0:

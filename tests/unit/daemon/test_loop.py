@@ -481,3 +481,37 @@ def test_a_held_fall_on_a_steady_host_is_decided_again_when_due_not_every_tick(h
     # the move itself, the 2nd hold tick, and the end of the cool-down: not one decision per tick
     assert 2 <= len(calls) <= 5, [c - t_change for c in calls]
     d.shutdown()
+
+
+
+def test_demand_past_what_it_could_be_given_decides_nothing(host, monkeypatch):
+    """A protected tier asking more than the host has gets the host however much more it asks,
+    and the tier under it gets nothing above its min however its own demand moves: no decision
+    while both swing, one as soon as the protected demand comes under the capacity."""
+    import aios_host.daemon.loop as loop_mod
+
+    root, tmp = host
+    (tmp / "tiered.toml").write_text(TIERED)
+    clock = Clock()
+    d = make(host, clock, policy="tiered.toml", hold_ticks=1, cooldown_s=0, half_life_s=0.01, recheck_s=3600.0)
+    run_ticks(d, clock, 2)
+    usec = {"prot": 0, "batch": 0}
+
+    def tick(prot_cores: float, batch_cores: float) -> None:
+        usec["prot"] += int(prot_cores * 1e6)
+        usec["batch"] += int(batch_cores * 1e6)
+        set_usage(root, "prot", usec["prot"])
+        set_usage(root, "batch", usec["batch"])
+        run_ticks(d, clock, 1)
+
+    for _ in range(4):
+        tick(5.0, 0.5)
+    calls = []
+    real = loop_mod.decide
+    monkeypatch.setattr(loop_mod, "decide", lambda *a: calls.append(clock.t) or real(*a))
+    for i in range(10):  # 4 cores: prot asks 4.5 to 6, batch 0.3 to 1.0
+        tick(4.5 if i % 2 else 6.0, 0.3 if i % 3 else 1.0)
+    assert calls == []
+    tick(1.0, 1.0)  # prot under the capacity: batch may have the rest
+    assert len(calls) == 1
+    d.shutdown()

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from aios_host.policy.greedy import greedy_allocate
 from aios_host.policy.problem import Allocation, ClassDemand, InfeasibleError, Problem
-from aios_host.policy.solver import check_guarantees, solve
+from aios_host.policy.solver import check_guarantees, decisive_demands, solve
 
 GIB = 1024**3
 
@@ -360,3 +360,57 @@ def test_identical_classes_share_equally(n, demand, fraction):
     problem = Problem({"cpu": n * demand * fraction}, classes)
     got = list(amounts(solve(problem)).values())
     assert max(got) - min(got) <= 1e-7 * demand
+
+
+# --- decisive demands: what the daemon compares before it re-solves -------------------------
+
+
+def test_decisive_demands_cut_a_saturating_tier_and_the_tier_under_it():
+    def problem(prot: float, batch: float) -> Problem:
+        prot_cls = cls("prot", 1000, 10, min={"cpu": 0.5}, cpu=prot)
+        return Problem({"cpu": 2.0}, (prot_cls, cls("batch", 10, 0, cpu=batch)))
+
+    busy = decisive_demands(problem(3.9, 0.8))
+    assert busy == pytest.approx({"prot": 2.0, "batch": 0.0})
+    assert decisive_demands(problem(4.2, 1.5)) == busy  # more asked of a full host decides nothing
+    assert amounts(solve(problem(4.2, 1.5))) == pytest.approx(amounts(solve(problem(3.9, 0.8))))
+    light = decisive_demands(problem(0.3, 1.8))
+    assert light == pytest.approx({"prot": 0.3, "batch": 1.5})  # batch gets what the guarantee leaves
+    assert decisive_demands(problem(0.35, 1.8))["prot"] == pytest.approx(0.35)  # below its min still counts
+    assert decisive_demands(problem(1.5, 1.0)) != decisive_demands(problem(1.6, 1.0))
+
+
+def test_decisive_demands_leave_a_shared_tier_whole():
+    # Two classes of one tier are served in order of w / c, so a demand above the capacity still
+    # reorders them: a asking 2.5 (ratio 0.4) goes before b (2.7: 0.37), asking 3.0 (0.33) after.
+    def problem(a: float) -> Problem:
+        return Problem({"cpu": 2.0}, (cls("a", 1, cpu=a), cls("b", 1, cpu=2.7)))
+
+    assert amounts(solve(problem(2.5))) == pytest.approx({"a": 2.0, "b": 0.0})
+    assert amounts(solve(problem(3.0))) == pytest.approx({"a": 0.0, "b": 2.0})
+    assert decisive_demands(problem(2.5)) != decisive_demands(problem(3.0))
+
+
+@PROPS
+@given(problems(), st.data())
+def test_equal_decisive_demands_give_equal_allocations(problem, data):
+    """Raise every demand that decisive_demands cut: the decisive demands stay, and so do the
+    amounts and min(amount, demand), for every resource."""
+    for r in problem.capacity:
+        cut = decisive_demands(problem, r)
+        classes = []
+        for c in problem.classes:
+            asked = min(c.demand.get(r, 0.0), c.max.get(r, math.inf))
+            if cut[c.name] < asked - _tol(problem, r):
+                more = data.draw(st.floats(0, 8)) * SCALE[r]
+                classes.append(c._replace(demand={**c.demand, r: c.demand[r] + more}))
+            else:
+                classes.append(c)
+        other = Problem(problem.capacity, tuple(classes))
+        assert decisive_demands(other, r) == pytest.approx(cut, abs=_tol(problem, r))
+        a, b = solve(problem).amounts, solve(other).amounts
+        tol = 1e-5 * max(problem.capacity[r], SCALE[r])
+        for c, c2 in zip(problem.classes, classes, strict=True):
+            assert b[c.name][r] == pytest.approx(a[c.name][r], abs=tol)
+            assert min(b[c.name][r], c2.demand.get(r, 0.0)) == pytest.approx(
+                min(a[c.name][r], c.demand.get(r, 0.0)), abs=tol)
