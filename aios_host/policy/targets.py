@@ -21,7 +21,7 @@ from aios_host.errors import AiosError
 from aios_host.kernel.cgroup import Cgroup, CgroupFs
 from aios_host.kernel.procfs import read_pid_stat
 from aios_host.kernel.root import SysRoot
-from aios_host.policy.regex import compile_regex
+from aios_host.policy.regex import matcher
 from aios_host.policy.schema import ClassSpec, Policy
 
 
@@ -142,8 +142,8 @@ def _matching_pids(procs: _Procs, spec: ClassSpec) -> tuple[int, ...]:
     m = spec.match
     if not (m.comm or m.exe or m.job):
         return ()
-    comm_re = compile_regex(m.comm) if m.comm else None
-    exe_re = compile_regex(m.exe) if m.exe else None
+    comm_re = matcher(m.comm) if m.comm else None
+    exe_re = matcher(m.exe) if m.exe else None
     of_job = job_pids(procs.root, m.job) if m.job else None
     candidates = sorted(str(p) for p in of_job) if of_job is not None else procs.pids()
     pids = []
@@ -152,11 +152,11 @@ def _matching_pids(procs: _Procs, spec: ClassSpec) -> tuple[int, ...]:
             continue
         pid = int(entry)
         try:
-            if comm_re and not comm_re.search(procs.comm(pid)):
+            if comm_re and not comm_re(procs.comm(pid)):
                 continue
             if exe_re:
                 exe = procs.exe(pid)
-                if exe is None or not exe_re.search(exe):
+                if exe is None or not exe_re(exe):
                     continue
         except OSError:
             continue  # exited while we looked
