@@ -478,10 +478,8 @@ class ProbeSet:
                 for k, v in t[b"sched_stats"].items():
                     b.add(k.value, oncpu_ns=sum(x.oncpu_ns for x in v),
                           switches=sum(x.switches for x in v), preempt=sum(x.preempt for x in v))
-                    for slot in range(structs.HIST_SLOTS):
-                        n = sum(x.runq[slot] for x in v)
-                        if n:
-                            b.add_hist(k.value, "runq_hist", slot, n)
+                    runq = [sum(col) for col in zip(*(x.runq for x in v), strict=True)]  # per slot, over CPUs
+                    b.add_hist_counts(k.value, "runq_hist", runq)
             elif name == "faults":
                 for k, v in t[b"fault_count"].items():
                     b.add(k.value, faults=sum(v))

@@ -6,7 +6,7 @@ samples into rates and interval histograms.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
 from aios_host.probes.structs import HIST_SLOTS
@@ -63,6 +63,16 @@ class SampleBuilder:
         slot = min(max(int(slot), 0), HIST_SLOTS - 1)
         hist[slot] += int(count)
         row[name] = tuple(hist)
+
+    def add_hist_counts(self, cgroup_id: int, name: str, counts: Sequence[int]) -> None:
+        """A whole histogram (HIST_SLOTS counts, slot 0 first) at once: the sched map holds one
+        per cgroup, and adding it slot by slot copied the histogram once per slot."""
+        if len(counts) != HIST_SLOTS:
+            raise ValueError(f"{name}: {len(counts)} slots, not {HIST_SLOTS}")
+        row = self._row(cgroup_id)
+        old = row.get(name)
+        new = tuple(map(int, counts))
+        row[name] = new if old is None else tuple(map(sum, zip(old, new, strict=True)))  # type: ignore[arg-type]
 
     def build(self) -> dict[int, CgroupCounters]:
         return {cg: replace(CgroupCounters(), **row) for cg, row in self._fields.items()}  # type: ignore[arg-type]
