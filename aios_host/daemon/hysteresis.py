@@ -13,12 +13,14 @@ the kernel has). On top of that, for every value write (cgroupfs file or systemd
   VM isolation bench: holding a rise 3 ticks + 10 s left the protected server's weight low for the
   first seconds of every busy phase.
 - and a fall that makes room for a higher tier: when the same decision raises a class of a higher
-  priority on the same controller (that rise is written at once), the lower class's fall goes with
-  it, unheld. A share is a ratio: raising the protected class's weight while the batch class keeps
-  the weight it took in a light phase gives half the protection. Measured in the VM isolation
-  bench: each busy phase after a light one ran ~10 s (the batch weight's cool-down) at half its
-  protection. The other direction (a lower tier rising while a higher one falls) keeps the hold,
-  so a flapping decision is still damped on one side.
+  priority on the same controller (that rise is written at once, or it is a rise of the class's
+  allocation that no write of its own carries: a unit-matched class whose CPUWeight is already at
+  its cap), the lower class's fall goes with it, unheld. A share is a ratio: raising the
+  protected class's weight while the batch class keeps the weight it took in a light phase gives
+  half the protection. Measured in the VM isolation bench: each busy phase after a light one ran
+  ~10 s (the batch weight's cool-down) at half its protection. The other direction (a lower tier
+  rising while a higher one falls) keeps the hold, so a flapping decision is still damped on one
+  side.
 Structural steps (mkdir, enabling a controller, moving a matched process into its class) are
 never held: they carry no number to be noisy about, and a process waits in the wrong cgroup.
 A wanted value that disappears from the plan (the kernel already has it) forgets its hold.
@@ -26,7 +28,7 @@ A wanted value that disappears from the plan (the kernel already has it) forgets
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 from aios_host.policy.plan import CPU_WEIGHT_DEADBAND, Write
@@ -84,15 +86,19 @@ class Hysteresis:
         return a is not None and b is not None and a > b
 
     def select(self, writes: Iterable[Write], now_s: float,
-               tier_of: Callable[[str], int | None] | None = None) -> tuple[list[Write], int]:
+               tier_of: Callable[[str], int | None] | None = None,
+               rising: Mapping[str, int] | None = None) -> tuple[list[Write], int]:
         """(the writes to make now, how many value writes are held back). `tier_of` gives the
-        priority of the class a written path belongs to (None: no class, e.g. aios.slice)."""
+        priority of the class a written path belongs to (None: no class). `rising`: per
+        controller, the highest tier whose allocation rose in this decision, whether or not that
+        rise is a write of its own (a unit-matched class's CPUWeight can sit at its cap while its
+        share must come from the classes under it)."""
         writes = list(writes)
         now_writes: list[Write] = []
         self._held = set()
         seen: set[str] = set()
         # the highest tier rising on each controller in this decision: lower tiers' falls go with it
-        top_rise: dict[str | None, int] = {}
+        top_rise: dict[str | None, int] = dict(rising or {}) if tier_of is not None else {}
         if tier_of is not None:
             for w in writes:
                 tier = tier_of(w.path) if w.op in _HELD_OPS and self._rise(w) else None

@@ -35,7 +35,7 @@ from aios_host.daemon.guard import GuardRunner, GuardView
 from aios_host.daemon.hysteresis import Hysteresis
 from aios_host.daemon.measure import CgroupReader, ClassProbeFigures, ClassReading, class_probe_figures
 from aios_host.daemon.memguard import MemoryEvents
-from aios_host.daemon.ownership import Router, make_router
+from aios_host.daemon.ownership import CLASSES_SCOPE, CLASSES_SLICE, Router, make_router
 from aios_host.daemon.smoothing import UsageSmoother
 from aios_host.daemon.sources import SlowSource
 from aios_host.daemon.view import TICK_BUCKETS_S, ClassView, DaemonView
@@ -177,6 +177,7 @@ class Daemon:
         self._index: Any = None
         self._decided_usage: dict[str, ClassUsage] | None = None
         self._decided_demand: dict[str, float] = {}  # decisive CPU demands of the last decision
+        self._prev_alloc: Mapping[str, float] = {}  # CPU allocation of the last decision acted on
         self._decided_at: float | None = None
         self._pending = 0
         self._decision: Decision | None = None
@@ -503,7 +504,9 @@ class Daemon:
         held_by_guard = self.guard.held_paths()
         if held_by_guard:  # senpai or an escalation step owns these memory.high files now
             plan = Plan(tuple(w for w in plan.writes if w.path not in held_by_guard))
-        selected, held = self.hysteresis.select(plan.writes, now, self._tier_of_path() if plan.writes else None)
+        rising = self._rising_tiers(decision)
+        selected, held = self.hysteresis.select(plan.writes, now, self._tier_of_path() if plan.writes else None,
+                                                rising)
         self._pending = held
         unavailable = [w for w in selected if not w.available] if self.mode == "active" else []
         for w in unavailable:  # in observe-only the mode line said it once for all
@@ -546,17 +549,38 @@ class Daemon:
                 self._failed_at[(w.op, w.path, w.new)] = now
         self.hysteresis.written(done, now)
 
+    def _rising_tiers(self, decision: Decision) -> dict[str, int]:
+        """{"cpu": the highest tier of a class whose CPU allocation rose since the last decision
+        by more than the demand deadband}, or {}. In the VM isolation bench, with the protected
+        class matched by unit, its CPUWeight sat at its cap, no rise was written, and the batch
+        class's fall (and aios.slice's) waited out hold and cool-down: the first ~10 s of a busy
+        phase ran at half protection."""
+        alloc = decision.allocation.amounts.column("cpu")
+        prev, self._prev_alloc = self._prev_alloc, alloc
+        band = self.opts.demand_deadband
+        tiers = [spec.priority for spec in self.policy_effective.classes
+                 if alloc.get(spec.name, 0.0) > (p := prev.get(spec.name, 0.0)) + max(0.05, band * p)]
+        return {"cpu": max(tiers)} if tiers else {}
+
     def _tier_of_path(self) -> Callable[[str], int | None]:
         """The priority of the class a written path belongs to: its class cgroups' files (and their
-        subtrees: job ranks), or "UNIT/FILE" of a unit-matched class; None for anything else."""
+        subtrees: job ranks), or "UNIT/FILE" of a unit-matched class; for the units around the
+        delegated subtree (aios-classes.scope, aios.slice), the highest priority inside it, so
+        that they make room for a higher class outside it as a class of theirs would; None for
+        anything else."""
         prefixes: list[tuple[str, int]] = []
+        inside: list[int] = []
         for spec in self.policy.classes:
             t = self.targets.get(spec.name)
+            if t and t.owned and t.cgroups:
+                inside.append(spec.priority)
             for rel in t.cgroups if t else ():
                 prefixes.append((f"{self.fs.mount}/{rel}/", spec.priority))
                 unit = rel.rpartition("/")[2]
                 if unit.endswith((".service", ".scope", ".slice")):
                     prefixes.append((f"{unit}/", spec.priority))
+        if inside:
+            prefixes += [(f"{CLASSES_SCOPE}/", max(inside)), (f"{CLASSES_SLICE}/", max(inside))]
         prefixes.sort(key=lambda p: -len(p[0]))  # the deepest cgroup first: a class inside another's
 
         def tier_of(path: str) -> int | None:

@@ -515,3 +515,49 @@ def test_demand_past_what_it_could_be_given_decides_nothing(host, monkeypatch):
     tick(1.0, 1.0)  # prot under the capacity: batch may have the rest
     assert len(calls) == 1
     d.shutdown()
+
+
+def test_a_protected_allocation_rise_reaches_the_hysteresis_and_the_units_around_the_subtree_have_a_tier(host):
+    """What lets the batch class's fall (and aios.slice's) go with a unit-matched protected class's
+    rise when no CPUWeight of its own moves: the loop tells the hysteresis which tier's allocation
+    rose, and the router's units around the delegated subtree count as the highest tier inside it."""
+    root, tmp = host
+    (tmp / "tiered.toml").write_text(TIERED)
+    clock = Clock()
+    d = make(host, clock, policy="tiered.toml", hold_ticks=3, cooldown_s=10.0, half_life_s=0.01)
+    seen = []
+    real = d.hysteresis.select
+    d.hysteresis.select = lambda writes, now, tier_of=None, rising=None: seen.append(rising) or real(
+        writes, now, tier_of, rising)
+    used = {"prot": 0, "batch": 0}
+
+    def tick(prot_cores: float) -> None:
+        used["prot"] += int(prot_cores * 1e6)
+        used["batch"] += int((4 - prot_cores) * 1e6)
+        set_usage(root, "prot", used["prot"])
+        set_usage(root, "batch", used["batch"])
+        run_ticks(d, clock, 1)
+
+    for _ in range(6):
+        tick(0.2)
+    seen.clear()
+    tick(3.8)
+    assert seen and seen[-1] == {"cpu": 10}
+    tier_of = d._tier_of_path()
+    assert tier_of("aios-classes.scope/cpu.weight") == 10 and tier_of("aios.slice/cpu.weight") == 10
+    d.shutdown()
+
+
+def test_the_units_around_the_subtree_stand_for_the_classes_inside_it_only(host):
+    """With the protected class matched to its own unit (outside the subtree) only batch is inside:
+    aios.slice's fall then makes room for the protected class's rise like batch's own."""
+    root, tmp = host
+    put(root.root, "/sys/fs/cgroup/system.slice/web.service/cgroup.procs", "")
+    (tmp / "unit.toml").write_text(TIERED.replace('name = "prot"', 'name = "prot"\nmatch.unit = "web.service"'))
+    clock = Clock()
+    d = make(host, clock, policy="unit.toml")
+    run_ticks(d, clock, 1)
+    tier_of = d._tier_of_path()
+    assert tier_of("aios.slice/cpu.weight") == 0 and tier_of("aios-classes.scope/cpu.weight") == 0
+    assert tier_of("web.service/cpu.weight") == 10
+    d.shutdown()

@@ -247,6 +247,21 @@ def test_a_fall_that_makes_room_for_a_higher_tier_goes_with_its_rise():
     assert h2.select([down], 3, _tier) == ([], 1)
 
 
+def test_an_allocation_rise_with_no_write_of_its_own_makes_room_too():
+    """A unit-matched protected class whose CPUWeight already sits at its cap writes nothing when
+    its allocation rises; the batch class's fall goes with that rise all the same."""
+    h = Hysteresis(hold_ticks=3, cooldown_s=10)
+    h.written([_cw("/cg/batch/cpu.weight", "1", "139")], 0)
+    down = _cw("/cg/batch/cpu.weight", "139", "1")
+    assert h.select([down], 2, _tier) == ([], 1)  # no rise anywhere: held
+    assert h.select([down], 3, _tier, rising={"cpu": 10}) == ([down], 0)
+    h2 = Hysteresis(hold_ticks=3, cooldown_s=10)
+    h2.written([_cw("/cg/prot/cpu.weight", "10000", "5000")], 0)
+    prot_down = _cw("/cg/prot/cpu.weight", "5000", "1000")
+    assert h2.select([prot_down], 2, _tier, rising={"cpu": 5}) == ([], 1)  # above the rising tier: held
+    assert h2.select([down], 2, _tier, rising={"memory": 10}) == ([], 1)  # another controller: held
+
+
 def test_only_a_lower_tier_on_the_same_controller_goes_unheld():
     h = Hysteresis(hold_ticks=3, cooldown_s=10)
     web_up = _cw("/cg/web/cpu.weight", "100", "500")
