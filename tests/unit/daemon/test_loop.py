@@ -561,3 +561,29 @@ def test_the_units_around_the_subtree_stand_for_the_classes_inside_it_only(host)
     assert tier_of("aios.slice/cpu.weight") == 0 and tier_of("aios-classes.scope/cpu.weight") == 0
     assert tier_of("web.service/cpu.weight") == 10
     d.shutdown()
+
+
+def test_a_steady_host_does_not_even_weigh_decisive_demands(host, monkeypatch):
+    """decisive() walks every class (~1.5 ms a tick at 1000): a steady host, whose per-class
+    demand did not move, must not pay it."""
+    import aios_host.daemon.loop as loop_mod
+
+    root, _ = host
+    clock = Clock()
+    d = make(host, clock, hold_ticks=1, cooldown_s=0, half_life_s=0.01, recheck_s=3600.0)
+    calls = []
+    real = loop_mod.decisive
+    monkeypatch.setattr(loop_mod, "decisive", lambda *a: calls.append(clock.t) or real(*a))
+    usec = 0
+    for i in range(12):
+        usec += 1_000_000 if i < 6 else 3_000_000
+        set_usage(root, "web", usec)
+        set_usage(root, "batch", usec)
+        run_ticks(d, clock, 1)
+        if i == 5:
+            calls.clear()  # settled at 1 core each
+        if i == 6:
+            assert calls  # the move to 3 cores is weighed
+            calls.clear()
+    assert calls == []  # settled again: nothing weighed
+    d.shutdown()
