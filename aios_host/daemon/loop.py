@@ -88,6 +88,12 @@ class DaemonOptions:
     energy: bool = True  # sample RAPL, NVML and cpufreq off the loop; run the `auto` GPU power search
 
 
+def _moved(before: float, now: float, band: float) -> bool:
+    """Whether a class's CPU figure (cores) moved past the demand deadband: band of it, at least
+    0.05 cores."""
+    return abs(now - before) > max(0.05, band * before)
+
+
 def _validate(opts: DaemonOptions) -> None:
     if not (0.05 <= opts.interval_s <= 3600):
         raise AiosError(f"--interval {opts.interval_s:g}: must be between 0.05 and 3600 seconds")
@@ -431,7 +437,7 @@ class Daemon:
             if old is None or (u.cpu_cores is None) != (old.cpu_cores is None):
                 return True
             d0, d1 = cpu_demand(old), cpu_demand(u)
-            if d0 is not None and d1 is not None and abs(d1 - d0) > max(0.05, band * d0):
+            if d0 is not None and d1 is not None and _moved(d0, d1, band):
                 moved = True
                 break
         if not moved:
@@ -439,7 +445,7 @@ class Daemon:
         now_demand = decisive(self.policy_effective, self.inv, usage)
         for name, d1 in now_demand.items():
             d0 = self._decided_demand.get(name)
-            if d0 is None or abs(d1 - d0) > max(0.05, band * d0):
+            if d0 is None or _moved(d0, d1, band):
                 return True
         return False
 
@@ -570,7 +576,7 @@ class Daemon:
         prev, self._prev_alloc = self._prev_alloc, alloc
         band = self.opts.demand_deadband
         tiers = [spec.priority for spec in self.policy_effective.classes
-                 if alloc.get(spec.name, 0.0) > (p := prev.get(spec.name, 0.0)) + max(0.05, band * p)]
+                 if alloc.get(spec.name, 0.0) > (p := prev.get(spec.name, 0.0)) and _moved(p, alloc[spec.name], band)]
         return {"cpu": max(tiers)} if tiers else {}
 
     def _tier_of_path(self) -> Callable[[str], int | None]:

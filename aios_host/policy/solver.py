@@ -143,11 +143,16 @@ def _resources_of(problem: Problem) -> tuple[str, ...]:
     return tuple(known + sorted(r for r in problem.capacity if r not in RESOURCES))
 
 
+def _ordered(classes: Sequence[ClassDemand]) -> list[ClassDemand]:
+    """(-priority, name): by name, then a stable sort by priority, descending."""
+    out = sorted(classes, key=attrgetter("name"))
+    out.sort(key=attrgetter("priority"), reverse=True)
+    return out
+
+
 def to_arrays(problem: Problem) -> ProblemArrays:
     """Validate `problem` (ValueError for malformed input, InfeasibleError for min > max)."""
-    # (-priority, name): by name, then a stable sort by priority, descending.
-    classes = sorted(problem.classes, key=attrgetter("name"))
-    classes.sort(key=attrgetter("priority"), reverse=True)
+    classes = _ordered(problem.classes)
     n = len(classes)
     names = tuple(c.name for c in classes)
     if len(set(names)) != len(names):
@@ -328,8 +333,7 @@ def decisive_demands(problem: Problem, resource: str = "cpu") -> dict[str, float
     - not at all in a tier of several classes with room above their mins: step 3 serves them
       in order of w_i / c_ir, so any move of a demand may reorder them."""
     cap = max(0.0, float(problem.capacity.get(resource, 0.0)))
-    classes = sorted(problem.classes, key=attrgetter("name"))
-    classes.sort(key=attrgetter("priority"), reverse=True)
+    classes = _ordered(problem.classes)
     negligible = NEGLIGIBLE * cap
     lo = [m if (m := c.min.get(resource, 0.0)) > negligible else 0.0 for c in classes]
     raw = [d if (d := c.demand.get(resource, 0.0)) > negligible else 0.0 for c in classes]

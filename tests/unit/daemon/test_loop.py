@@ -73,6 +73,20 @@ def set_usage(root, cls: str, usage_usec: int, populated: bool = True) -> None:
     put(root.root, f"{CG}/{cls}/cgroup.events", f"populated {int(populated)}\nfrozen 0\n")
 
 
+class Ticker:
+    """One tick in which each class used the given cores since the last (cumulative cpu.stat)."""
+
+    def __init__(self, root, d: Daemon, clock: Clock, classes: tuple[str, ...]) -> None:
+        self.root, self.d, self.clock = root, d, clock
+        self.usec = dict.fromkeys(classes, 0)
+
+    def __call__(self, *cores: float) -> None:
+        for cls, c in zip(self.usec, cores, strict=True):
+            self.usec[cls] += int(c * 1e6)
+            set_usage(self.root, cls, self.usec[cls])
+        run_ticks(self.d, self.clock, 1)
+
+
 def test_first_decision_is_held_then_written_and_a_steady_host_writes_nothing(host):
     root, _ = host
     clock = Clock()
@@ -458,14 +472,7 @@ def test_a_held_fall_on_a_steady_host_is_decided_again_when_due_not_every_tick(h
     clock = Clock()
     d = make(host, clock, hold_ticks=2, cooldown_s=20.0, half_life_s=0.01, recheck_s=3600.0)
     run_ticks(d, clock, 2)
-    usec = {"web": 0, "batch": 0}
-
-    def tick(web_cores: float, batch_cores: float) -> None:
-        usec["web"] += int(web_cores * 1e6)
-        usec["batch"] += int(batch_cores * 1e6)
-        set_usage(root, "web", usec["web"])
-        set_usage(root, "batch", usec["batch"])
-        run_ticks(d, clock, 1)
+    tick = Ticker(root, d, clock, ("web", "batch"))
 
     for _ in range(12):  # web busy, batch light: web's weight rises at once
         tick(3.0, 0.5)
@@ -495,14 +502,7 @@ def test_demand_past_what_it_could_be_given_decides_nothing(host, monkeypatch):
     clock = Clock()
     d = make(host, clock, policy="tiered.toml", hold_ticks=1, cooldown_s=0, half_life_s=0.01, recheck_s=3600.0)
     run_ticks(d, clock, 2)
-    usec = {"prot": 0, "batch": 0}
-
-    def tick(prot_cores: float, batch_cores: float) -> None:
-        usec["prot"] += int(prot_cores * 1e6)
-        usec["batch"] += int(batch_cores * 1e6)
-        set_usage(root, "prot", usec["prot"])
-        set_usage(root, "batch", usec["batch"])
-        run_ticks(d, clock, 1)
+    tick = Ticker(root, d, clock, ("prot", "batch"))
 
     for _ in range(4):
         tick(5.0, 0.5)
@@ -529,14 +529,10 @@ def test_a_protected_allocation_rise_reaches_the_hysteresis_and_the_units_around
     real = d.hysteresis.select
     d.hysteresis.select = lambda writes, now, tier_of=None, rising=None: seen.append(rising) or real(
         writes, now, tier_of, rising)
-    used = {"prot": 0, "batch": 0}
+    ticker = Ticker(root, d, clock, ("prot", "batch"))
 
     def tick(prot_cores: float) -> None:
-        used["prot"] += int(prot_cores * 1e6)
-        used["batch"] += int((4 - prot_cores) * 1e6)
-        set_usage(root, "prot", used["prot"])
-        set_usage(root, "batch", used["batch"])
-        run_ticks(d, clock, 1)
+        ticker(prot_cores, 4 - prot_cores)
 
     for _ in range(6):
         tick(0.2)
